@@ -1,0 +1,33 @@
+# Set-up and entry points. Every target installs what it needs into .venv first.
+# torch stays pinned to the CPU build by constraints.txt for every pip call (PIP_CONSTRAINT).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,demo]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## the main job: train the demo on the embedded store
+demo: install
+	$(PY) demos/train_digits.py --run runs/digits
+
+## the test suite (installs Debian's chromium + chromedriver for the browser tests)
+test: install
+	bash .ci/install-chromium
+	$(PY) -m pytest -q
+
+## overhead benchmarks (see README)
+bench: install
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,164 @@
+"""``watch()``: check the arguments, create the run directory, and attach a Monitor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from instrument.context import Context
+from instrument.guard import Guard
+from instrument.instruments import REGISTRY, SCHEDULABLE
+from instrument.monitor import Monitor
+from instrument.schedules import ScheduleSpec, as_schedule
+from instrument.store import schema
+from instrument.store.reader import is_run_dir, store_path
+from instrument.store.writer import StoreWriter
+from instrument.summary import host_summary, model_summary, optimizer_summary, versions
+
+log = logging.getLogger("avionics")
+
+DEFAULT_RUN = "runs/run"
+
+
+def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+          run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
+          loss_fn: Optional[nn.Module] = None, strict: bool = False,
+          name: Optional[str] = None, overwrite: bool = False,
+          flush_interval: float = 0.5) -> Monitor:
+    """Attach avionics to an existing training loop and record into ``run``.
+
+    Example::
+
+        monitor = instrument.watch(model, optimizer, run="runs/exp1")
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            monitor.log(loss=loss)
+        monitor.close()
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        optimizer: its torch optimizer; steps are counted with its step hooks. Without one,
+            call ``monitor.step()`` after each update.
+        run: directory of the run (created). If it already holds a run, the next free name
+            ``<run>-2``, ``<run>-3``, ... is used (``monitor.run_dir`` tells which) unless
+            ``overwrite=True`` replaces it.
+        schedules: when each instrument runs, by name (see ``instrument.instruments.REGISTRY``):
+            an int (every n steps), ``instrument.every(...)``, ``instrument.log_spaced()``,
+            ``None`` (off) or a callable ``step -> bool``. The key ``"*"`` sets all at once.
+        loss_fn: the criterion module (e.g. ``nn.CrossEntropyLoss()``) called in the loop;
+            hooked so that instruments and rules can see its inputs and targets.
+        strict: re-raise instrument errors instead of disabling the instrument (for tests).
+        name: display name of the run (default: the directory name).
+        overwrite: replace an existing run at ``run``.
+        flush_interval: seconds between writes; a killed process loses at most about this.
+
+    Returns:
+        The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
+        ``close()``.
+
+    Raises:
+        TypeError, ValueError: for arguments that cannot work, with how to fix them.
+    """
+    _check_model_optimizer(model, optimizer)
+    if loss_fn is not None and not isinstance(loss_fn, nn.Module):
+        raise TypeError("loss_fn must be the criterion module the loop calls, e.g. "
+                        "nn.CrossEntropyLoss(); a plain function cannot be hooked "
+                        f"(got {type(loss_fn).__name__})")
+    resolved = _check_schedules(schedules)
+    run_dir = _prepare_run_dir(run, overwrite)
+    ctx = Context.build(model, optimizer, loss_fn)
+    instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
+    sched = {i.name: as_schedule(resolved.get(i.name, resolved.get("*", i.default_schedule)),
+                                 f"schedules[{i.name!r}]") for i in instruments}
+    sched["scalars"] = as_schedule(1)  # logging is explicit: always on
+    meta = {
+        "name": name or os.path.basename(os.path.normpath(run_dir)),
+        "start_time": time.time(),
+        "model": model_summary(model, ctx.module_names),
+        "optimizer": optimizer_summary(optimizer),
+        "settings": {"schedules": {k: repr(v) for k, v in sched.items()},
+                     "strict": strict, "flush_interval": flush_interval},
+        "instruments": [i.name for i in instruments],
+        "versions": versions(),
+        "host": host_summary(ctx.device),
+    }
+    writer = StoreWriter(store_path(run_dir), meta, flush_interval=flush_interval,
+                         strict=strict)
+    guard = Guard(strict, report=writer.submit)
+    return Monitor(ctx, instruments, sched, writer, guard, run_dir)
+
+
+def _check_model_optimizer(model, optimizer) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"watch() needs the torch.nn.Module you train as its first argument, "
+                        f"got {type(model).__name__}. Call watch(model, optimizer, run=...).")
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        hint = (" That looks like a learning-rate scheduler; pass the optimizer it wraps."
+                if hasattr(optimizer, "optimizer") else "")
+        raise TypeError(f"watch()'s second argument must be a torch.optim.Optimizer (or None "
+                        f"for loops that call monitor.step()), got {type(optimizer).__name__}."
+                        + hint)
+    model_params = {id(p) for p in model.parameters()}
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if model_params and not model_params & held:
+        raise ValueError("the optimizer holds none of the model's parameters: it was probably "
+                         "created for another model, or before the model was replaced. Create "
+                         "it from model.parameters() and pass both to watch().")
+
+
+def _check_schedules(schedules) -> dict:
+    if schedules is None:
+        return {}
+    if not isinstance(schedules, Mapping):
+        raise TypeError(f"schedules must be a dict of instrument name -> schedule, got "
+                        f"{type(schedules).__name__}")
+    unknown = sorted(set(schedules) - set(SCHEDULABLE) - {"*"})
+    if unknown:
+        raise ValueError(f"unknown instrument name(s) in schedules: {unknown}; known: "
+                         f"{list(SCHEDULABLE)} (or '*' for all)")
+    for key, spec in schedules.items():
+        as_schedule(spec, f"schedules[{key!r}]")  # validate now, in the caller's frame
+    return dict(schedules)
+
+
+def _prepare_run_dir(run, overwrite: bool) -> str:
+    if not isinstance(run, (str, os.PathLike)):
+        raise TypeError(f"run must be a directory path, got {type(run).__name__}")
+    run = os.fspath(run)
+    if os.path.isfile(run):
+        raise ValueError(f"run={run!r} is an existing file; watch() needs a directory path for "
+                         "the run (it is created if missing). Pick another name.")
+    if is_run_dir(run):
+        if overwrite:
+            for suffix in ("", "-wal", "-shm"):
+                path = store_path(run) + suffix
+                if os.path.exists(path):
+                    os.remove(path)
+        else:
+            base, n = run.rstrip("/\\"), 2
+            while is_run_dir(f"{base}-{n}") or os.path.isfile(f"{base}-{n}"):
+                n += 1
+            new = f"{base}-{n}"
+            log.warning("avionics: %s already holds a run; recording into %s (pass "
+                        "overwrite=True to replace it)", run, new)
+            run = new
+    try:
+        os.makedirs(run, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the run directory {run!r}: {exc}") from exc
+    if not os.access(run, os.W_OK):
+        raise ValueError(f"the run directory {run!r} is not writable")
+    return run
+
+
+__all__ = ["watch"]

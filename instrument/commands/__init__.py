@@ -1,0 +1,1 @@
+"""Subcommands of the ``avionics`` command line (see :mod:`instrument.cli`)."""

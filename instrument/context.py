@@ -1,0 +1,74 @@
+"""Set-up facts shared by all instruments: the model's named leaf modules and parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from instrument.modules import leaf_modules
+
+
+@dataclass
+class Context:
+    """Names and tensors the instruments refer to by index. Built once by ``watch()``.
+
+    ``params`` are the model's parameters (shared ones once) followed by any parameters the
+    optimizer holds outside the model; ``param_names[i]`` names ``params[i]``.
+    ``param_owner[i]`` is the index in ``modules`` of the leaf module holding ``params[i]``
+    (-1 if none), used to order parameters in backward order.
+    """
+
+    model: nn.Module
+    optimizer: Optional[torch.optim.Optimizer]
+    device: torch.device
+    loss_fn: Optional[nn.Module] = None
+    modules: list = field(default_factory=list)
+    module_names: list = field(default_factory=list)
+    params: list = field(default_factory=list)
+    param_names: list = field(default_factory=list)
+    param_owner: list = field(default_factory=list)
+    opt_params: list = field(default_factory=list)  # indices into params held by the optimizer
+    group_of: dict = field(default_factory=dict)  # param index -> optimizer param-group index
+
+    @classmethod
+    def build(cls, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],
+              loss_fn: Optional[nn.Module] = None) -> "Context":
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            first = next(iter(model.buffers()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        if device.type == "meta":
+            device = torch.device("cpu")
+        ctx = cls(model=model, optimizer=optimizer, device=device, loss_fn=loss_fn)
+        for name, module in leaf_modules(model):
+            ctx.modules.append(module)
+            ctx.module_names.append(name)
+        owner_of = {}
+        for mi, m in enumerate(ctx.modules):
+            for p in m.parameters():
+                owner_of.setdefault(id(p), mi)
+        index = {}
+        for name, p in model.named_parameters():
+            index[id(p)] = len(ctx.params)
+            ctx.params.append(p)
+            ctx.param_names.append(name)
+            ctx.param_owner.append(owner_of.get(id(p), -1))
+        if optimizer is not None:
+            for gi, group in enumerate(optimizer.param_groups):
+                for pi, p in enumerate(group["params"]):
+                    if id(p) not in index:  # held by the optimizer, not by the model
+                        index[id(p)] = len(ctx.params)
+                        ctx.params.append(p)
+                        ctx.param_names.append(f"optimizer.group{gi}.param{pi}")
+                        ctx.param_owner.append(-1)
+                    ctx.opt_params.append(index[id(p)])
+                    ctx.group_of[index[id(p)]] = gi
+        return ctx
+
+    def backward_order(self) -> list:
+        """Parameter indices, roughly in the order backward produces their gradients:
+        the last-called leaf module first. Uses module order (a forward-order proxy)."""
+        return sorted(range(len(self.params)), key=lambda i: (-self.param_owner[i], i))

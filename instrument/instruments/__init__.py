@@ -1,0 +1,24 @@
+"""The built-in instruments, in the order they run and decode (later decoders may use the
+results of earlier ones: e.g. ``update`` divides by ``weight_norm``, ``nonfinite`` reads all).
+
+To add an instrument, write one file in this folder and add its class to ``REGISTRY``.
+"""
+
+from instrument.instruments.activations import Activations
+from instrument.instruments.adaptive_lr import AdaptiveLR
+from instrument.instruments.base import HostStep, Instrument
+from instrument.instruments.grad_norm import GradNorm
+from instrument.instruments.hyperparams import Hyperparams
+from instrument.instruments.nonfinite import NonFinite
+from instrument.instruments.scalars import UserScalars
+from instrument.instruments.update import Update
+from instrument.instruments.weight_norm import WeightNorm
+
+REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
+            NonFinite)
+"""Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names."""
+
+SCHEDULABLE = tuple(cls.name for cls in REGISTRY if cls is not UserScalars)
+
+__all__ = ["Activations", "AdaptiveLR", "GradNorm", "HostStep", "Hyperparams", "Instrument",
+           "NonFinite", "REGISTRY", "SCHEDULABLE", "Update", "UserScalars", "WeightNorm"]

@@ -1,0 +1,139 @@
+"""Activation statistics of every leaf module's output: mean, std, min, max, the fraction of
+exact zeros, the fraction of dead units, the saturation fraction and the non-finite count.
+
+* A module called several times in a step (gradient accumulation, weight sharing) is
+  summarized over all its calls: sums add up, extremes combine, and a unit is dead only if it
+  was zero in every call.
+* A *unit* is a feature (last dim) or a channel (dim 1 of images and 1-D convolutions, see
+  :func:`instrument.modules.unit_dim`); it is dead when it is exactly zero for the whole batch.
+* The saturation fraction is recorded for bounded activations (tanh, sigmoid, hardtanh, ...):
+  outputs within :data:`SATURATION_MARGIN` of either end of the range.
+* Statistics are computed in float32 (bf16/fp16 outputs are accumulated in float32), with
+  branch-free reductions chosen for speed on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from instrument.instruments.base import HostStep, Instrument
+from instrument.modules import primary_tensor, saturation_range, unit_dim
+from instrument.store.records import LayerValues
+from instrument.store.schema import Keys
+
+SATURATION_MARGIN = 0.03
+"""Saturated: within 3 % of the half-range of either limit (tanh: |y| > 0.97; sigmoid: y < 0.015
+or y > 0.985), the usual rule of thumb (pre-activation |x| > about 2.1 for tanh)."""
+
+# columns of the "act_sums" section (all add up over calls and ranks)
+COUNT, SUM, SUMSQ, NONZERO, SATURATED, NONFINITE = range(6)
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True elements. Summing bytes as int32 is several times faster than the default
+    int64 bool sum on CPU; int64 only where int32 could overflow."""
+    dtype = torch.int32 if mask.numel() < 2**31 else torch.int64
+    return mask.view(torch.uint8).sum(dtype=dtype)
+
+
+def call_stats(x: torch.Tensor, rng) -> torch.Tensor:
+    """``[sum, sumsq, nonzero, saturated, nonfinite]`` of ``x`` as float32 on x's device."""
+    if x.dtype == torch.float32 and x.is_contiguous():
+        flat = x.view(-1)
+        total, sumsq = flat.sum(), torch.dot(flat, flat)
+    else:
+        total = torch.sum(x, dtype=torch.float32)
+        sumsq = torch.linalg.vector_norm(x, dtype=torch.float32).square()
+    nonzero = _count(x.bool())
+    diff = x - x  # 0 where finite, NaN where NaN or +-Inf
+    nonfinite = torch.nan_to_num_(diff, nan=1.0).sum(dtype=torch.float32)
+    if rng is None:
+        saturated = torch.zeros((), dtype=torch.float32, device=x.device)
+    else:
+        lo, hi = rng
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        dev = x.abs() if mid == 0 else (x - mid).abs()
+        saturated = _count(dev > (1 - SATURATION_MARGIN) * half)
+    return torch.stack([total, sumsq, nonzero.float(), saturated.float(), nonfinite])
+
+
+class Activations(Instrument):
+    name = "activations"
+    default_schedule = 10
+
+    def setup(self, buffer):
+        n = len(self.ctx.modules)
+        self.sums = buffer.add("act_sums", (n, 6), fill=0.0, reduce="sum")
+        self.units = buffer.add("act_units", (n, 2), fill=0.0, reduce="replicated")
+        self.min = buffer.add("act_min", n, fill=math.inf, reduce="min")
+        self.max = buffer.add("act_max", n, fill=-math.inf, reduce="max")
+        self.ranges = [saturation_range(m) for m in self.ctx.modules]
+        self._unit_dims: dict = {}
+        self._prev = None
+
+    def begin_step(self, step):
+        self._umax, self._umin = {}, {}
+
+    def forward(self, index, module, output):
+        x = primary_tensor(output)
+        if x is None or x.numel() == 0:
+            return
+        x = x.detach()
+        row = self.sums.view[index]
+        row[COUNT].add_(x.numel())
+        row[SUM:].add_(call_stats(x, self.ranges[index]))
+        self._track_units(index, module, x)
+
+    def _track_units(self, index, module, x):
+        key = (index, x.dim())
+        dim = self._unit_dims.get(key)
+        if dim is None:
+            dim = self._unit_dims[key] = unit_dim(module, x, self._prev)
+        self._prev = (tuple(x.shape), dim)
+        dims = tuple(d for d in range(x.dim()) if d != dim)
+        umax = x.amax(dim=dims) if dims else x
+        umin = x.amin(dim=dims) if dims else x
+        old = self._umax.get(index)
+        if old is not None and old.shape == umax.shape:
+            torch.maximum(old, umax, out=old)
+            torch.minimum(self._umin[index], umin, out=self._umin[index])
+        else:
+            self._umax[index], self._umin[index] = umax, umin
+
+    def end_step(self):
+        for index, umax in self._umax.items():
+            umin = self._umin[index]
+            dead = _count((umax == 0) & (umin == 0))
+            self.units.view[index, 0] = umax.numel()
+            self.units.view[index, 1].copy_(dead)
+            self.min.view[index].copy_(umin.min())
+            self.max.view[index].copy_(umax.max())
+        self._umax, self._umin = {}, {}
+
+    def decode(self, step: HostStep, info):
+        s = step.section("act_sums")
+        units = step.section("act_units")
+        n = s[:, COUNT]
+        called = n > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nz = np.where(called, n, np.nan)
+            mean = s[:, SUM] / nz
+            var = np.maximum(s[:, SUMSQ] / nz - mean**2, 0.0) * nz / np.maximum(nz - 1, 1)
+            std = np.sqrt(var)
+            zero = 1.0 - s[:, NONZERO] / nz
+            sat = np.where([r is not None for r in self.ranges], s[:, SATURATED] / nz, np.nan)
+            dead = np.where(called & (units[:, 0] > 0), units[:, 1] / units[:, 0], np.nan)
+        names = self.ctx.module_names
+        out = {
+            Keys.ACT_MEAN: mean, Keys.ACT_STD: std,
+            Keys.ACT_MIN: np.where(called, step.section("act_min"), np.nan),
+            Keys.ACT_MAX: np.where(called, step.section("act_max"), np.nan),
+            Keys.ACT_ZERO_FRAC: zero, Keys.ACT_DEAD_FRAC: dead,
+            Keys.ACT_SATURATION_FRAC: sat,
+            Keys.ACT_NONFINITE: np.where(called, s[:, NONFINITE], np.nan),
+        }
+        for key, values in out.items():
+            step.data.layers[key] = LayerValues(names, values)

@@ -1,0 +1,136 @@
+"""NaN/Inf events with their origin: the loss, the FIRST module in forward order whose output
+went non-finite, the first parameter in backward order whose gradient did, and parameters that
+became non-finite after an update.
+
+Every step, each leaf module's output is summed in float32 (one reduction); the sum is
+non-finite exactly when the output holds a NaN or an Inf (float32 sums of finite float32/half
+values do not overflow in practice). Elementwise modules that cannot turn finite inputs into
+non-finite outputs (:data:`SAFE_TYPES`) are skipped: their inputs are checked upstream.
+Gradients and parameters use the ``grad_norm`` and ``weight_norm`` instruments' max-abs and L2
+norms, and the loss is the value passed to ``monitor.log(loss=...)``.
+
+One event per tensor kind is stored when it turns non-finite (not on every following step); if
+it recovers (e.g. a GradScaler skipped the step) and fails again, a new event is stored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from instrument.instruments.base import HostStep, Instrument
+from instrument.modules import float_tensors
+from instrument.store import schema
+from instrument.store.schema import Keys
+
+SAFE_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+              nn.Dropout3d, nn.AlphaDropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Identity,
+              nn.Flatten, nn.Unflatten, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid,
+              nn.Softsign, nn.Threshold)
+
+SUGGESTION = ("Look at the named module's inputs and weights at this step: lower the learning "
+              "rate, add gradient clipping or warm-up, check the data for NaN/Inf, and guard "
+              "log/sqrt/division against zero or negative arguments.")
+
+
+class NonFinite(Instrument):
+    name = "nonfinite"
+    default_schedule = 1
+
+    def setup(self, buffer):
+        self.sec = buffer.add("fwd_sums", len(self.ctx.modules), fill=0.0, reduce="sum")
+        self.checked = [not isinstance(m, SAFE_TYPES) for m in self.ctx.modules]
+        self.kinds = {m.__class__.__name__ for m in self.ctx.modules}
+        self._bad = {}  # writer thread: tensor kind -> currently non-finite?
+        self._idx = {}
+
+    def begin_step(self, step):
+        self._order, self._seen = [], set()
+        self._pending_idx, self._pending = [], []
+
+    def forward(self, index, module, output):
+        if index not in self._seen:
+            self._seen.add(index)
+            self._order.append(index)
+        if self.checked[index]:
+            for t in float_tensors(output):
+                self._pending_idx.append(index)
+                self._pending.append(torch.sum(t.detach(), dtype=torch.float32))
+
+    def end_step(self):
+        if self._pending:
+            key = tuple(self._pending_idx)
+            idx = self._idx.get(key)
+            if idx is None:
+                idx = self._idx[key] = torch.tensor(key, device=self.sec.view.device)
+            sums = torch.stack([s.to(self.sec.view.device) for s in self._pending])
+            self.sec.view.index_add_(0, idx, sums.to(self.sec.view.dtype))
+        self._pending_idx, self._pending = [], []
+
+    def snapshot(self):
+        return list(self._order)
+
+    def decode(self, step: HostStep, order):
+        names, data, out = self.ctx.module_names, step.data, []
+        fwd = step.section("fwd_sums")
+        bad_modules = [i for i in order if not np.isfinite(fwd[i])]
+        origin = names[bad_modules[0]] if bad_modules else None
+        if self._transition("activation", bool(bad_modules)):
+            m = self.ctx.modules[bad_modules[0]]
+            out.append(self.event(
+                schema.NONFINITE, schema.CRITICAL,
+                f"Non-finite (NaN/Inf) output first at module '{origin}' "
+                f"({type(m).__name__}) at step {step.step}, "
+                f"{len(bad_modules)} module(s) affected in this forward pass.",
+                step.step, origin, tensor="activation",
+                modules=[names[i] for i in bad_modules[:20]]))
+        loss = data.scalars.get(Keys.LOSS)
+        loss_bad = loss is not None and not np.isfinite(loss)
+        if self._transition("loss", loss_bad):
+            where = f"; the forward pass went non-finite first at '{origin}'" if origin else ""
+            out.append(self.event(schema.NONFINITE, schema.CRITICAL,
+                                  f"The loss is {loss} at step {step.step}{where}.",
+                                  step.step, origin, tensor="loss", value=str(loss)))
+        out += self._params(step, Keys.GRAD_ABSMAX, "gradient", order, origin)
+        out += self._params(step, Keys.WEIGHT_NORM, "parameter", order, origin)
+        for e in out:
+            e.suggestion = SUGGESTION
+        step.events.extend(out)
+
+    def _params(self, step, key, kind, order, origin):
+        lv = step.data.layers.get(key)
+        if lv is None:
+            return []
+        vals = lv.values
+        if kind == "gradient":  # NaN also means "no gradient": only look at recorded ones
+            candidates = step.extra.get("grad_present", ())
+        else:
+            candidates = range(len(vals))
+        rank = self._rank(kind, order)
+        bad = sorted((i for i in candidates if not np.isfinite(vals[i])), key=rank)
+        if not self._transition(kind, bool(bad)):
+            return []
+        name = self.ctx.param_names[bad[0]]
+        what = ("gradient first (in backward order) at parameter" if kind == "gradient"
+                else "values after the optimizer step in parameter")
+        tail = f"; the forward pass went non-finite first at '{origin}'" if origin else ""
+        return [self.event(schema.NONFINITE, schema.CRITICAL,
+                           f"Non-finite {what} '{name}' at step {step.step}, {len(bad)} "
+                           f"parameter(s) affected{tail}.", step.step, name, tensor=kind,
+                           parameters=[self.ctx.param_names[i] for i in bad[:20]])]
+
+    def _rank(self, kind, order):
+        """Sort key: model order for parameters; for gradients, backward order, i.e. the
+        parameters of the module called last in this step's forward pass come first."""
+        if kind == "parameter":
+            return lambda i: i
+        rank = {m: r for r, m in enumerate(reversed(order))}
+        far = len(rank)
+        return lambda i: (rank.get(self.ctx.param_owner[i], far), i)
+
+    def _transition(self, kind, bad: bool) -> bool:
+        was = self._bad.get(kind, False)
+        self._bad[kind] = bad
+        return bad and not was

@@ -1,0 +1,264 @@
+"""The Monitor: owns the hooks, counts steps, and hands each logged step to the writer.
+
+Steps. A step is one ``optimizer.step()``, counted by the optimizer's pre/post step hooks (or
+``monitor.step()`` in loops without a torch optimizer). An *iteration* of step ``k`` starts at the
+first grad-enabled forward after step ``k - 1`` finished, so ``log()`` calls made before or after
+``optimizer.step()`` land on the same step, and several forward/backward passes before one
+step (gradient accumulation) are one step. Forwards under ``torch.no_grad()`` (evaluation) are
+not training: they neither start an iteration nor feed the activation statistics.
+
+The hot path. Hooks only enqueue device work into one preallocated buffer. When the next
+iteration starts (or at ``close()``), the finished step is copied to the host once, without
+waiting, and queued for the writer thread, which decodes it and writes it to disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import time
+import weakref
+from typing import Optional
+
+import torch
+
+from instrument.buffer import StatBuffer
+from instrument.guard import Guard
+from instrument.instruments.base import HostStep, Instrument
+from instrument.instruments.scalars import UserScalars
+from instrument.store import schema
+from instrument.store.records import StepData
+from instrument.store.writer import StoreWriter
+
+HOOKS = ("begin_step", "model_input", "forward", "loss_inputs", "pre_step", "post_step",
+         "end_step")
+MEASURING = ("model_input", "forward", "loss_inputs", "pre_step", "post_step")
+
+
+class StepRecord:
+    """One committed step in flight to the writer thread (see ``StoreWriter.submit``)."""
+
+    def __init__(self, step, wall_time, copy, parts, sections, guard):
+        self.step, self.wall_time, self.copy = step, wall_time, copy
+        self.parts, self.sections, self.guard = parts, sections, guard
+
+    def materialize(self):
+        """Wait for the host copy, then let each instrument decode its part (writer thread)."""
+        flat = self.copy.wait()
+        host = HostStep(self.step, flat, self.sections, StepData(self.step, self.wall_time))
+        for inst, info in self.parts:
+            if not inst.disabled:
+                try:
+                    inst.decode(host, info)
+                except Exception as exc:
+                    self.guard.fail(inst, "decode", exc, self.step)
+        return [host.data], host.events
+
+
+class Monitor:
+    """Attached to one model and optimizer by :func:`instrument.watch`; see the module doc.
+
+    Use ``log(**scalars)`` in the loop and ``close()`` at the end (or a ``with`` block).
+    """
+
+    def __init__(self, ctx, instruments: list, schedules: dict, writer: StoreWriter,
+                 guard: Guard, run_dir: str, reducer=None):
+        self.ctx = ctx
+        self.instruments: list[Instrument] = instruments
+        self.schedules = schedules
+        self.writer = writer
+        self.guard = guard
+        self.run_dir = run_dir
+        self.reducer = reducer  # distributed: combines the buffer across ranks, one collective
+        self.buffer = StatBuffer(ctx.device)
+        self._scalars = next(i for i in instruments if isinstance(i, UserScalars))
+        for inst in instruments:
+            guard.call(inst, "setup", self.buffer)
+        self.buffer.allocate()
+        self.step_index = 0  # the step the current iteration performs
+        self._after_step = False  # the optimizer stepped; the next forward starts a new step
+        self._open = False
+        self._active: list = []
+        self._touched: set = set()
+        self._dispatch: dict = {h: [] for h in HOOKS}
+        self._handles: list = []
+        self._closed = False
+        self._attach()
+        self._atexit = _register_atexit(self)
+
+    # ---- public API ---------------------------------------------------------------------
+    def log(self, data: Optional[dict] = None, /, **scalars) -> None:
+        """Record scalars for the current step: ``log(loss=loss, acc=acc)`` or ``log({"a/b": x})``.
+
+        Tensors stay on their device (no host sync); values logged twice in a step are averaged.
+        """
+        if self._closed:
+            raise RuntimeError("log() on a closed monitor")
+        items = {**(data or {}), **scalars}
+        if not self._open:  # a log() never starts a new step: after optimizer.step() it
+            self._begin()   # still belongs to the step that just finished
+        for key, value in items.items():
+            self._scalars.log(key, value)  # bad input raises here, in the user's frame
+        self._touched.add(self._scalars)
+
+    def step(self) -> None:
+        """Count one step in loops that update parameters without a torch optimizer."""
+        if self.ctx.optimizer is not None:
+            raise RuntimeError("this monitor counts steps with the optimizer's step hooks; "
+                               "monitor.step() is only for loops without a torch optimizer")
+        self._pre_step(None, (), {})
+        self._post_step(None, (), {})
+
+    def close(self, status: str = schema.FINISHED, error: Optional[str] = None) -> None:
+        """Record the last step, remove every hook, flush the store and mark the run ended."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._commit()
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles = []
+            atexit.unregister(self._atexit)
+            meta = {"steps": self.step_index + (1 if self._after_step else 0)}
+            if error:
+                meta["error"] = error
+            self.writer.close(status, **meta)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Commit nothing new, but wait until everything queued so far is on disk."""
+        self.writer.flush(timeout)
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.close(schema.CRASHED, error=f"{exc_type.__name__}: {exc}")
+
+    @property
+    def host_transfers(self) -> int:
+        """Device-to-host copies made so far (one per logged step)."""
+        return self.buffer.host_transfers
+
+    # ---- hooks --------------------------------------------------------------------------
+    def _attach(self) -> None:
+        model, opt = self.ctx.model, self.ctx.optimizer
+        self._handles.append(model.register_forward_pre_hook(self._model_pre_forward,
+                                                             with_kwargs=True))
+        for index, module in enumerate(self.ctx.modules):
+            self._handles.append(module.register_forward_hook(self._leaf_hook(index)))
+        if self.ctx.loss_fn is not None:
+            self._handles.append(self.ctx.loss_fn.register_forward_hook(self._loss_hook,
+                                                                        with_kwargs=True))
+        if opt is not None:
+            self._handles.append(opt.register_step_pre_hook(self._pre_step))
+            self._handles.append(opt.register_step_post_hook(self._post_step))
+        for inst in self.instruments:
+            if inst.overrides("attach"):
+                self._handles.extend(self.guard.call(inst, "attach") or ())
+
+    def _model_pre_forward(self, module, args, kwargs):
+        if torch.is_grad_enabled() and not self._closed:
+            self._touch()
+            self._run("model_input", args, kwargs)
+        return None
+
+    def _loss_hook(self, module, args, kwargs, output):
+        if torch.is_grad_enabled() and not self._closed:
+            self._touch()
+            self._run("loss_inputs", args, kwargs, output)
+        return None
+
+    def _leaf_hook(self, index: int):
+        dispatch = self._dispatch["forward"]
+
+        def hook(module, args, output):
+            if not torch.is_grad_enabled() or self._closed:
+                return None
+            self._touch()
+            with torch.no_grad():
+                for inst in dispatch:
+                    if not inst.disabled:
+                        self._touched.add(inst)
+                        self.guard.call(inst, "forward", index, module, output,
+                                        step=self.step_index)
+            return None  # never replace the module's output
+
+        return hook
+
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if self._closed:
+            return
+        self._touch()
+        self._run("pre_step")
+
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._closed:
+            return
+        self._touch()
+        self._run("post_step")
+        self._after_step = True
+
+    # ---- step state machine ---------------------------------------------------------------
+    def _touch(self) -> None:
+        if self._after_step:
+            self._commit()
+            self.step_index += 1
+            self._after_step = False
+        if not self._open:
+            self._begin()
+
+    def _begin(self) -> None:
+        step = self.step_index
+        self._active = [i for i in self.instruments
+                        if not i.disabled and self.schedules[i.name](step)]
+        for hook in HOOKS:
+            self._dispatch[hook][:] = [i for i in self._active if i.overrides(hook)]
+        self.buffer.reset()
+        self._open = True
+        self._touched = set()  # instruments whose hooks ran at this step
+        self._run("begin_step", step)
+
+    def _run(self, hook: str, *args) -> None:
+        with torch.no_grad():
+            for inst in self._dispatch[hook]:
+                if not inst.disabled:
+                    if hook in MEASURING:
+                        self._touched.add(inst)
+                    self.guard.call(inst, hook, *args, step=self.step_index)
+
+    def _commit(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._run("end_step")
+        # only instruments that measured something this step (a step whose optimizer.step()
+        # never came, e.g. skipped by a GradScaler, has activations but no gradient norms)
+        parts = [i for i in self._active if i in self._touched and not i.disabled]
+        if not parts:
+            return
+        if self.reducer is not None:
+            self.reducer(self.buffer)
+        copy = self.buffer.to_host()
+        infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)) for i in parts]
+        self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
+                                      dict(self.buffer.sections), self.guard))
+
+
+def _register_atexit(monitor: Monitor):
+    """Close a monitor the user forgot to close when the interpreter exits (weakly held)."""
+    ref = weakref.ref(monitor)
+
+    def close_at_exit():
+        m = ref()
+        if m is not None and not m._closed:
+            crashed = getattr(sys, "last_value", None) is not None  # an uncaught exception
+            m.close(schema.CRASHED if crashed else schema.FINISHED,
+                    error=repr(sys.last_value) if crashed else None)
+
+    atexit.register(close_at_exit)
+    return close_at_exit

@@ -1,0 +1,158 @@
+"""The store's contract: file name, schema version, tables and the names of recorded series.
+
+This module is the only thing `instrument/` (the writer) and `dashboard/` (a reader) share.
+It imports neither torch nor numpy.
+
+A run is a directory holding one SQLite database, :data:`STORE_FILE`. The tables are:
+
+``schema``   one row, the schema version the file was written with.
+``meta``     ``key -> JSON value``: name, status, heartbeat, model/optimizer summary, settings.
+``series``   one row per recorded series. ``kind`` is ``"scalar"`` (one value per step) or
+             ``"layer"`` (one value per named layer per step; ``layers`` is the JSON list of names).
+``steps``    the wall time of every logged step.
+``points``   raw values: one row per (series, step); ``value`` is a little-endian array
+             (float64 for scalars, float32 for layer series), one entry per layer.
+``buckets``  the downsampling pyramid: level ``L`` aggregates the steps
+             ``[b * BASE**L, (b + 1) * BASE**L)`` into count, mean, min and max per layer.
+``events``   NaN/Inf events, instrument errors and diagnosis warnings.
+"""
+
+from __future__ import annotations
+
+STORE_FILE = "avionics.db"
+"""File name of a run's database inside its run directory."""
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a reader of the previous version could misread a file."""
+
+PYRAMID_BASE = 4
+"""Each pyramid level aggregates this many buckets of the level below."""
+
+PYRAMID_LEVELS = 12
+"""Levels 1..PYRAMID_LEVELS are kept: the coarsest bucket spans 4**12 (about 1.7e7) steps."""
+
+SCALAR = "scalar"
+LAYER = "layer"
+
+SCALAR_DTYPE = "<f8"
+LAYER_DTYPE = "<f4"
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS series (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        layers TEXT,
+        UNIQUE (key, kind))""",
+    "CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, wall_time REAL NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS points (
+        series INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (series, step)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS buckets (
+        series INTEGER NOT NULL,
+        level INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        first_step INTEGER NOT NULL,
+        last_step INTEGER NOT NULL,
+        mean BLOB NOT NULL,
+        min BLOB NOT NULL,
+        max BLOB NOT NULL,
+        PRIMARY KEY (series, level, bucket)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        step INTEGER,
+        wall_time REAL NOT NULL,
+        code TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        layer TEXT,
+        message TEXT NOT NULL,
+        evidence TEXT,
+        suggestion TEXT,
+        rank INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS events_step ON events (step)",
+)
+
+# ---- run status (meta "status") -------------------------------------------------------------
+RUNNING = "running"
+FINISHED = "finished"
+CRASHED = "crashed"
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""The writer thread refreshes meta "heartbeat" this often while the process lives."""
+
+HEARTBEAT_STALE_S = 15.0
+"""A "running" run whose heartbeat is older than this reads as crashed."""
+
+# ---- event severities -----------------------------------------------------------------------
+INFO = "info"
+WARNING = "warning"
+CRITICAL = "critical"
+SEVERITIES = (INFO, WARNING, CRITICAL)
+
+# ---- event codes written by instrument/ itself (diagnosis rules add their own) --------------
+NONFINITE = "nonfinite"
+INSTRUMENT_ERROR = "instrument_error"
+
+
+class Keys:
+    """Names of the built-in series. Panels and rules refer to these, never to string literals.
+
+    Scalar series hold one value per step; layer series one value per parameter (``PARAM_*``)
+    or per leaf module (``ACT_*``). ``per_group(key, i)`` names a per-param-group scalar.
+    """
+
+    LOSS = "loss"
+
+    # scalars, per optimizer param group: f"{LR}/{group index}"
+    LR = "lr"
+    MOMENTUM = "momentum"
+    BETA1 = "beta1"
+    BETA2 = "beta2"
+    WEIGHT_DECAY = "weight_decay"
+
+    # global scalars
+    GRAD_NORM_TOTAL = "grad_norm/total"
+    WEIGHT_NORM_TOTAL = "weight_norm/total"
+    UPDATE_NORM_TOTAL = "update_norm/total"
+    UPDATE_RATIO_TOTAL = "update_ratio/total"
+
+    # per parameter (layer = parameter name)
+    GRAD_NORM = "grad_norm"
+    GRAD_ABSMAX = "grad_absmax"
+    WEIGHT_NORM = "weight_norm"
+    UPDATE_NORM = "update_norm"
+    UPDATE_RATIO = "update_ratio"
+    EFFECTIVE_LR = "effective_lr"
+    ADAPTIVE_LR_P10 = "adaptive_lr/p10"
+    ADAPTIVE_LR_MEDIAN = "adaptive_lr/median"
+    ADAPTIVE_LR_P90 = "adaptive_lr/p90"
+
+    # per leaf module (layer = module name)
+    ACT_MEAN = "act/mean"
+    ACT_STD = "act/std"
+    ACT_MIN = "act/min"
+    ACT_MAX = "act/max"
+    ACT_ZERO_FRAC = "act/zero_frac"
+    ACT_DEAD_FRAC = "act/dead_frac"
+    ACT_SATURATION_FRAC = "act/saturation_frac"
+    ACT_NONFINITE = "act/nonfinite"
+
+    PER_GROUP = (LR, MOMENTUM, BETA1, BETA2, WEIGHT_DECAY)
+
+    @staticmethod
+    def per_group(key: str, group: int) -> str:
+        """Name of the per-param-group scalar ``key`` for param group ``group``."""
+        return f"{key}/{group}"
+
+    @classmethod
+    def is_builtin_scalar(cls, key: str) -> bool:
+        """True for scalar names that the instruments write and ``log()`` must not reuse."""
+        head = key.split("/", 1)[0]
+        totals = (cls.GRAD_NORM_TOTAL, cls.WEIGHT_NORM_TOTAL, cls.UPDATE_NORM_TOTAL,
+                  cls.UPDATE_RATIO_TOTAL)
+        return key in totals or (head in cls.PER_GROUP and key != head)

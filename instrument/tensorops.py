@@ -1,0 +1,71 @@
+"""Device-side reductions shared by instruments. Nothing here synchronizes with the device."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+try:  # torch.distributed may be absent from a build
+    from torch.distributed.tensor import DTensor
+except Exception:  # pragma: no cover
+    DTensor = ()
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or ``t`` itself. Norms of the local shard are
+    combined across the shard group by the distributed reducer, never read as global."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+class IndexCache:
+    """Device index tensors for the index patterns a section is written with (built once each)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._cache: dict = {}
+
+    def get(self, indices: Sequence[int]) -> torch.Tensor:
+        key = tuple(indices)
+        t = self._cache.get(key)
+        if t is None:
+            if len(self._cache) > 64:  # patterns that never repeat: do not grow without bound
+                self._cache.clear()
+            t = self._cache[key] = torch.tensor(key, dtype=torch.long, device=self.device)
+        return t
+
+
+def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
+    """Per-tensor vector norms (float32 or wider), one fused launch for dense tensors.
+
+    Sparse tensors are handled one by one through their values.
+    """
+    dense_pos = [i for i, t in enumerate(tensors) if t.layout == torch.strided]
+    out = [None] * len(tensors)
+    if dense_pos:
+        dense = [tensors[i] for i in dense_pos]
+        wide = [t for t in dense if t.dtype in (torch.float64, torch.complex128)]
+        if wide:  # keep float64 inputs at their precision
+            res = [torch.linalg.vector_norm(t, ord) for t in dense]
+        else:
+            res = torch._foreach_norm(dense, ord, dtype=torch.float32)
+        for i, r in zip(dense_pos, res):
+            out[i] = r
+    for i, t in enumerate(tensors):
+        if out[i] is None:
+            vals = t.coalesce().values() if t.is_sparse else t.values()
+            out[i] = torch.linalg.vector_norm(vals.float(), ord)
+    return out
+
+
+def write_at(view: torch.Tensor, cache: IndexCache, indices: Sequence[int],
+             values: Sequence[torch.Tensor]) -> None:
+    """``view[indices] = stack(values)`` on the device (values may live on other devices)."""
+    if not values:
+        return
+    stacked = torch.stack([v.to(view.device, non_blocking=True) for v in values])
+    if len(indices) == view.shape[0] and list(indices) == list(range(view.shape[0])):
+        view.copy_(stacked)
+    else:
+        view.index_copy_(0, cache.get(indices), stacked.to(view.dtype))
+
