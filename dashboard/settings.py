@@ -22,9 +22,9 @@ MIN_TRACE_POINTS = 64
 MAX_HEATMAP_COLUMNS = 2000
 """Most step columns of one heatmap."""
 
-MAX_FIGURE_CELLS = 160_000
+MAX_FIGURE_CELLS = 150_000
 """Most heatmap cells (layers x columns, all heatmaps of a figure together). Cells travel as
-base64 float32, so this bounds a figure's heatmaps to about 0.85 MB."""
+base64 float32, so this bounds a figure's heatmaps to about 0.8 MB (budget: 1 MB per refresh)."""
 
 HEATMAP_BAR_WIDTHS = (4, 1)
 """Relative widths of a run's layer x step heatmap and the bars at the selected step beside it."""
