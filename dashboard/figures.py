@@ -113,8 +113,11 @@ def title(grid: Grid, cell: Cell, text: str) -> dict:
 
 
 def live_tag(run: str, key: str, kind: str, stat: str = "mean", layer: Optional[str] = None,
-             size: int = 1, cursor: Optional[int] = None, ema: bool = False) -> dict:
-    """``meta["live"]`` of an appendable trace: its source series, bucket width and cursor."""
+             size: int = 1, cursor: Optional[int] = None, ema: Optional[list] = None) -> dict:
+    """``meta["live"]`` of an appendable trace: its source series, bucket width and cursor.
+
+    ``ema`` is the smoothing state (see :func:`dashboard.downsample.ema`) for an EMA line,
+    None for a line of plain values."""
     return {"run": run, "key": key, "kind": kind, "stat": stat, "layer": layer, "size": size,
             "cursor": cursor, "ema": ema}
 
