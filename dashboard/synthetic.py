@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -104,6 +106,38 @@ def _sparse(rng, params, modules, gn, lr, progress, dying) -> dict:
         Keys.ACT_STD: LayerValues(modules, np.exp(0.3 * rng.standard_normal(n))),
         Keys.ACT_DEAD_FRAC: LayerValues(modules, dead),
     }
+
+
+VERSION = 1
+"""Bumped when :func:`write` changes what it writes, so cached runs are made again."""
+
+
+def cached(steps: int = 1_000_000, layers: int = 200, every: int = 100,
+           root: str = "") -> str:
+    """A synthetic run kept between sessions (it takes minutes to write), made if missing.
+
+    Args:
+        root: where cached runs live; default ``$AVIONICS_BENCH_DIR`` or the temp directory.
+
+    Returns:
+        The run directory (its parent is a log directory holding only this run).
+    """
+    root = root or os.environ.get("AVIONICS_BENCH_DIR") or os.path.join(
+        tempfile.gettempdir(), "avionics-bench")
+    name = f"synthetic-{steps}x{layers}-every{every}-v{VERSION}"
+    final = os.path.join(root, name, "run")
+    if os.path.isfile(os.path.join(final, "complete")):
+        return final
+    os.makedirs(root, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=name + ".", dir=root)  # atomic: write, then rename
+    write(os.path.join(work, "run"), steps, layers, every)
+    open(os.path.join(work, "run", "complete"), "w").close()
+    try:
+        os.rename(work, os.path.join(root, name))
+    except OSError:  # another process finished first (or a stale partial copy is there)
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        os.rename(work, os.path.join(root, name))
+    return final
 
 
 def main(argv=None) -> None:
