@@ -105,6 +105,9 @@ def _replay(app) -> None:
         State("step-slider", "min"), State("step-slider", "max"), State("speed", "value"),
         State("play-tick", "interval"), State("playing", "data"), prevent_initial_call=True)
     app.clientside_callback(
+        ClientsideFunction("avionics", "play_interval"),
+        Output("play-tick", "interval"), Input("speed", "value"), State("play-min-ms", "data"))
+    app.clientside_callback(
         ClientsideFunction("avionics", "play_state"),
         Output("play-tick", "disabled"), Output("play", "children"), Input("playing", "data"))
 

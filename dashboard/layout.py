@@ -28,6 +28,7 @@ def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div
         dcc.Store(id="view"),
         dcc.Store(id="heads"),
         dcc.Store(id="playing", data=False),
+        dcc.Store(id="play-min-ms", data=settings.PLAY_INTERVAL_MS),
         dcc.Interval(id="tick", interval=poll_interval_ms, n_intervals=0),
         dcc.Interval(id="play-tick", interval=settings.PLAY_INTERVAL_MS, disabled=True),
         top_bar(catalog),
@@ -58,7 +59,8 @@ def run_options(names: list, catalog) -> list:
 
 def replay_bar() -> html.Div:
     """Play/pause, speed and the one step slider that moves every panel."""
-    speeds = [{"label": f"{s:,} steps/s", "value": s} for s in settings.PLAY_SPEEDS]
+    speeds = [{"label": f"{s:,} step{'' if s == 1 else 's'}/s", "value": s}
+              for s in settings.PLAY_SPEEDS]
     return html.Div([
         html.Button("▶ Play", id="play", n_clicks=0, className="button"),
         dcc.Dropdown(id="speed", options=speeds, value=settings.DEFAULT_PLAY_SPEED,

@@ -56,7 +56,8 @@ MAX_RUN_DEPTH = 4
 
 # ---- replay -------------------------------------------------------------------------------------
 PLAY_INTERVAL_MS = 500
-"""Replay advances the step slider this often while playing."""
+"""Replay advances the step slider at most this often while playing (slower speeds tick once
+per step); each tick costs one request per panel."""
 
 PLAY_SPEEDS = (1, 10, 100, 1000, 10_000)
 """Replay speeds offered, in steps per second."""

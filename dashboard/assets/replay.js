@@ -25,6 +25,10 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       }
       return [next, noUpdate];
     },
+    /* slow speeds tick less often (at least one step per tick), fast ones every min_ms */
+    play_interval: function (speed, min_ms) {
+      return Math.max(min_ms, Math.round(1000 / Math.max(speed, 1e-9)));
+    },
     play_state: function (playing) {
       return [!playing, playing ? "❚❚ Pause" : "▶ Play"];
     },

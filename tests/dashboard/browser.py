@@ -9,6 +9,7 @@ const el = document.getElementById(JSON.stringify({panel: arguments[0], type: 'p
 const gd = el && el.querySelector('.js-plotly-plot');
 if (!gd || !gd.data) { return null; }
 return {data: gd.data.map(t => ({type: t.type, name: t.name, n: (t.x && t.x.length) || 0,
+                                  xaxis: t.xaxis || "x",
                                   x: (t.type === 'heatmap') ? null : t.x,
                                   meta: t.meta || null})),
         shapes: (gd.layout.shapes || []).map(s => ({name: s.name, x0: s.x0,
@@ -55,4 +56,4 @@ def element_id(kind: str, panel: str) -> str:
 def text(dash_duo, dom_id: str) -> str:
     """Text content of the element with id ``dom_id``."""
     return dash_duo.driver.execute_script(
-        "const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", dom_id)
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", dom_id)

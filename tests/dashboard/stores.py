@@ -20,6 +20,8 @@ Keys = schema.Keys
 PARAMS = ("0.weight", "0.bias", "2.weight", "2.bias")
 MODULES = ("0", "1", "2")
 ACT_EVERY = 5
+WALL0 = time.time() - 3600.0
+"""Wall time of step 0 (an hour ago), so run durations look like a real run's."""
 
 
 def loss(step):
@@ -44,7 +46,7 @@ def act(key, step, m):
             Keys.ACT_DEAD_FRAC: np.minimum(1.0, 0.01 * m * s / 10.0)}[key]
 
 
-def step_data(step: int, wall0: float = 1000.0) -> StepData:
+def step_data(step: int, wall0: float = WALL0) -> StepData:
     """Everything recorded at ``step``."""
     d = StepData(step, wall_time=wall0 + 0.5 * step, scalars={
         Keys.LOSS: float(loss(step)), "acc": 0.5 + 0.001 * step,
@@ -63,7 +65,7 @@ def step_data(step: int, wall0: float = 1000.0) -> StepData:
 
 def meta(name: str) -> dict:
     """Metadata like a real run's."""
-    return {"name": name, "start_time": 1000.0,
+    return {"name": name, "start_time": WALL0,
             "model": {"class": "Sequential", "parameters": 1234, "trainable": 1234,
                       "layers": [{"name": m, "type": "Linear", "params": 10} for m in MODULES]},
             "optimizer": {"class": "SGD", "param_groups": [{"params": 4, "lr": 0.1,

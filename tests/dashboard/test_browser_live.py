@@ -1,53 +1,69 @@
-"""Browser: a real demo training run writes to a temporary log directory while the page is open;
-new points must arrive in the browser without a reload."""
+"""Browser: the page is open before a real demo training run starts; the new run appears in
+the run list without a restart, and once selected its new points keep arriving."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from dash.testing.wait import until
+from selenium.webdriver.common.keys import Keys
 
 from dashboard import create_app
-from tests.dashboard import browser
+from tests.dashboard import browser, stores
 
 pytestmark = pytest.mark.browser
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture
-def training(tmp_path):
-    """The demo, slowed down so it runs for several seconds, writing to tmp_path/live."""
+def _start_demo(run_dir: str) -> subprocess.Popen:
+    """The demo, slowed down so that it trains for several seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "demos", "train_digits.py"),
-                             "--run", str(tmp_path / "live"), "--steps", "400",
-                             "--delay", "0.04"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    until(lambda: os.path.exists(tmp_path / "live" / "avionics.db") or proc.poll() is not None,
-          timeout=60)
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "demos", "train_digits.py"),
+                             "--run", run_dir, "--steps", "800", "--delay", "0.04"], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_live001_points_arrive_while_training(dash_duo, tmp_path, training):
-    app = create_app(str(tmp_path), poll_interval_ms=500)
-    dash_duo.start_server(app)
-    dash_duo.wait_for_element("#panel-scalars .js-plotly-plot", timeout=20)
-    until(lambda: browser.live_points(dash_duo, "scalars", "loss") > 0, timeout=30,
-          msg="the loss never appeared")
-    first = browser.live_points(dash_duo, "scalars", "loss")
-    assert training.poll() is None, "the demo finished before the test could watch it"
-    until(lambda: browser.live_points(dash_duo, "scalars", "loss") >= first + 20, timeout=30,
-          msg="no new loss points arrived while the demo trained")
-    # appended steps are increasing and unique: no lost or doubled batch
-    fig = browser.graph(dash_duo, "scalars")
-    xs = next(t["x"] for t in fig["data"] if (t["meta"] or {}).get("live", {}).get("key") == "loss")
-    assert xs == sorted(set(xs)), "duplicated or unordered steps in the live loss line"
-    assert xs == list(range(xs[0], xs[0] + len(xs))), "a step is missing from the live line"
-    header = browser.text(dash_duo, browser.element_id("panel-extra", "header"))
-    assert "running" in header
+def _options(dash_duo) -> list:
+    """Labels in the run picker (opens and closes it)."""
+    dash_duo.find_element("#run-select").click()
+    labels = [e.text for e in dash_duo.find_elements(".dash-dropdown-option")]
+    dash_duo.find_element("body").send_keys(Keys.ESCAPE)
+    return labels
+
+
+def _live_x(dash_duo, run: str) -> list:
+    fig = browser.graph(dash_duo, "scalars") or {"data": []}
+    for t in fig["data"]:
+        live = (t.get("meta") or {}).get("live") or {}
+        if live.get("run") == run and live.get("key") == "loss" and not live.get("ema"):
+            return t["x"]
+    return []
+
+
+def test_live001_new_run_appears_and_points_arrive(dash_duo, tmp_path):
+    stores.write_run(str(tmp_path / "old"), steps=10)
+    dash_duo.start_server(create_app(str(tmp_path), poll_interval_ms=500))
+    dash_duo.wait_for_element("#panel-scalars .js-plotly-plot", timeout=30)
+    until(lambda: _live_x(dash_duo, "old"), timeout=30, msg="the old run was not drawn")
+    demo = _start_demo(str(tmp_path / "live"))
+    try:
+        until(lambda: "live" in _options(dash_duo), timeout=90, poll=1,
+              msg="the new run never appeared in the run list")
+        dash_duo.select_dcc_dropdown("#run-select", value="live")
+        until(lambda: len(_live_x(dash_duo, "live")) > 0, timeout=60,
+              msg="the live run's loss never appeared")
+        first = len(_live_x(dash_duo, "live"))
+        assert demo.poll() is None, "the demo finished before the test could watch it"
+        until(lambda: len(_live_x(dash_duo, "live")) >= first + 20, timeout=60,
+              msg="no new loss points arrived while the demo trained")
+        xs = _live_x(dash_duo, "live")
+        assert xs == list(range(xs[0], xs[0] + len(xs))), "a step is missing or doubled"
+        header = browser.text(dash_duo, browser.element_id("panel-extra", "header"))
+        assert "running" in header
+    finally:
+        demo.terminate()
+        demo.wait(timeout=30)
     assert dash_duo.get_logs() == [], "browser console should contain no error"
