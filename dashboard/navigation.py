@@ -61,7 +61,7 @@ def marks(first: int, last: int, count: int = settings.SLIDER_MARKS) -> dict:
     if last <= first:
         return {first: f"{first:,}"}
     raw = (last - first) / max(count, 1)
-    power = 10 ** int(math.floor(math.log10(raw)))
+    power = 10 ** max(0, int(math.floor(math.log10(raw))))  # steps are integers
     stride = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     start = -(-first // stride) * stride
     out = {v: f"{v:,}" for v in range(start, last + 1, stride)}
