@@ -166,7 +166,7 @@ def log10_positive(values) -> np.ndarray:
     return out
 
 
-def decade_ticks(lo: float, hi: float, max_ticks: int = 8) -> tuple:
+def decade_ticks(lo: float, hi: float, max_ticks: int = settings.COLOURBAR_TICKS) -> tuple:
     """Colour-bar ticks for log10 data: positions (integer exponents) and labels ``1e-3``."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return [], []

@@ -16,13 +16,11 @@ import numpy as np
 from dashboard import settings
 from dashboard.downsample import int_list, round_sig, typed_array
 
-FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12,
-        "color": "#222"}
-MARGIN = {"l": 64, "r": 24, "t": 28, "b": 36}
-GAP_PX = 56
-"""Vertical space between rows of a grid (room for tick labels and titles)."""
-COL_GAP = 0.06
-"""Horizontal space between cells of a row, as a fraction of the width."""
+FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+        "size": settings.FONT_SIZE, "color": "#222"}
+MARGIN = settings.MARGIN_PX
+GAP_PX = settings.ROW_GAP_PX
+COL_GAP = settings.COLUMN_GAP
 
 
 @dataclass

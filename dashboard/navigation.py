@@ -14,14 +14,10 @@ from urllib.parse import parse_qs, urlencode
 
 from dashboard import settings
 
-MAX_URL_RUNS = 16
-"""Runs read from one URL (more are ignored): a URL cannot make the server open many stores."""
-
-
 def parse_query(search: Optional[str]) -> dict:
     """The view in a URL query string (``?run=a&run=b&step=3&layer=x``)."""
     query = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
-    runs = [r for r in query.get("run", []) if r][:MAX_URL_RUNS]
+    runs = [r for r in query.get("run", []) if r][:settings.MAX_URL_RUNS]
     step = None
     for text in query.get("step", [])[:1]:
         try:

@@ -74,7 +74,7 @@ class RunCatalog:
             self._scanned = -float("inf")  # a run created a moment ago: look once more
             if not isinstance(name, str) or name not in self.names():
                 raise UnknownRunError(
-                    f"there is no run named {str(name)[:200]!r} in {self.logdir}; pick one from "
+                    f"there is no run named {_shorten(name)!r} in {self.logdir}; pick one from "
                     "the run list (names are directories relative to the log directory)")
         path = os.path.realpath(os.path.join(self.logdir, *name.split("/")))
         root = os.path.realpath(self.logdir)
@@ -144,3 +144,9 @@ class RunCatalog:
         except OSError as exc:  # a directory removed or unreadable while we looked
             return None, f"cannot read run {name!r}: {exc}"
 
+
+
+def _shorten(name, limit: int = 120) -> str:
+    """A name from the browser as it may appear in a message (it can be anything, or huge)."""
+    text = str(name)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -51,6 +51,9 @@ LIVE_APPEND_ROWS = 20_000
 RUN_LIST_TTL_S = 2.0
 """The list of runs under the log directory is re-scanned at most this often."""
 
+MAX_URL_RUNS = 16
+"""Runs read from one URL (more are ignored), so a URL cannot make the server open many stores."""
+
 MAX_RUN_DEPTH = 4
 """Run directories are looked for at most this many levels below the log directory."""
 
@@ -105,6 +108,27 @@ LAYER_ROW_PX = 14
 
 HEATMAP_MIN_PX = 160
 HEATMAP_MAX_PX = 520
+
+ROW_GAP_PX = 56
+"""Vertical space between rows of plots in a panel (tick labels and titles live there)."""
+
+COLUMN_GAP = 0.06
+"""Horizontal space between plots of a row, as a fraction of the panel's width."""
+
+MARGIN_PX = {"l": 64, "r": 24, "t": 28, "b": 36}
+"""Figure margins (plotly grows them further for tick labels, legends and colour bars)."""
+
+FONT_SIZE = 12
+"""Base font size of figures, in px."""
+
+COLOURBAR_TICKS = 8
+"""Most labelled decades on a log colour bar."""
+
+EVENT_ROW_PX = 42
+"""Height per event code (row) of the events timeline."""
+
+EVENT_MARKER_PX = 10
+"""Marker size on the events timeline."""
 
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
                "#e377c2")

@@ -86,10 +86,11 @@ def write(run_dir: str, steps: int = 1_000_000, layers: int = 200, every: int = 
                                            dying))
             writer.submit(data)
         if start <= steps // 2 < stop:
+            bad = modules[layers // 2]
             writer.submit(Event(schema.NONFINITE, schema.CRITICAL,
-                                f"Non-finite (NaN/Inf) output first at module '{modules[layers // 2]}' "
-                                f"(Linear) at step {steps // 2} (synthetic).", step=steps // 2,
-                                layer=modules[layers // 2], evidence={"tensor": "activation"}))
+                                f"Non-finite (NaN/Inf) output first at module '{bad}' (Linear) "
+                                f"at step {steps // 2} (synthetic).", step=steps // 2, layer=bad,
+                                evidence={"tensor": "activation"}))
         writer.flush()
     writer.close(steps=steps)
     return run_dir

@@ -1,6 +1,6 @@
 """Screenshot of the dashboard on a real demo run, for the README (headless Chromium).
 
-    python scripts/screenshot_dashboard.py                     # trains the demo, writes docs/dashboard.png
+    python scripts/screenshot_dashboard.py        # trains the demo, writes docs/dashboard.png
     python scripts/screenshot_dashboard.py --logdir runs --query "?run=digits&step=150"
 
 Needs Chromium and chromedriver on PATH (Debian: ``apt-get install chromium chromium-driver``)

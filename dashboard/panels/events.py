@@ -61,7 +61,7 @@ def figure(runs: list, view: View) -> dict:
     if not len(timed):
         return figures.placeholder(MISSING, height=settings.SMALL_ROW_HEIGHT_PX)
     codes = sorted(timed["code"].unique())
-    height = max(settings.SMALL_ROW_HEIGHT_PX, settings.LAYER_ROW_PX * 3 * len(codes))
+    height = max(settings.SMALL_ROW_HEIGHT_PX, settings.EVENT_ROW_PX * len(codes))
     grid = Grid([(height, [1])])
     cell = grid.cells[0][0]
     grid.axis(cell, "y").update({"type": "category", "categoryorder": "array",
@@ -81,7 +81,8 @@ def figure(runs: list, view: View) -> dict:
                 "customdata": list(sel["message"]),
                 "hovertemplate": "step %{x} · %{y}<br>%{text}<br>%{customdata}<extra></extra>",
                 "name": f"{item.label} {severity}" if len(runs) > 1 else severity,
-                "marker": {"color": settings.SEVERITY_COLOURS[severity], "size": 10,
+                "marker": {"color": settings.SEVERITY_COLOURS[severity],
+                           "size": settings.EVENT_MARKER_PX,
                            "symbol": SYMBOLS[r % len(SYMBOLS)], "line": {"width": 0}},
                 "xaxis": cell.xref, "yaxis": cell.yref})
     shapes = [figures.cursor(cell, view.step)]

@@ -25,7 +25,7 @@ def series(key: str, steps, mean, *, layers=None, level: int = 0, lo=None, hi=No
 
 def run_input(run_id: str = "r", *, series_list=(), bars=None, first=0, last=None,
               colour="#1f77b4", meta=None, extra=None) -> RunInput:
-    """A :class:`RunInput` holding ``series_list`` and ``bars`` (``{key: (step, layers, values)}``)."""
+    """A :class:`RunInput` with ``series_list`` and ``bars`` (``{key: (step, layers, values)}``)."""
     item = RunInput(run_id, run_id, colour, meta=meta or {}, extra=extra or {})
     for ds in series_list:
         item.series[ds.key] = ds

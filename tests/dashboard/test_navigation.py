@@ -21,7 +21,7 @@ def test_parse_query_is_defensive():
     assert got == {"runs": ["a"], "step": 0, "layer": None}
     assert navigation.parse_query("?step=ten")["step"] is None
     many = "&".join(f"run=r{i}" for i in range(100))
-    assert len(navigation.parse_query(many)["runs"]) == navigation.MAX_URL_RUNS
+    assert len(navigation.parse_query(many)["runs"]) == settings.MAX_URL_RUNS
     assert navigation.parse_query(None) == {"runs": [], "step": None, "layer": None}
     assert navigation.build_query({"runs": []}) == ""
 
