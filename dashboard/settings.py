@@ -100,6 +100,9 @@ MAX_EVENT_ROWS = 200
 ROW_HEIGHT_PX = 240
 """Height of one row of plots in a panel."""
 
+PLACEHOLDER_SMALL_PX = 110
+"""Height of the "nothing to show" note of panels that are often empty (events)."""
+
 SMALL_ROW_HEIGHT_PX = 180
 """Height of a row of small multiples (the user scalars under the loss)."""
 

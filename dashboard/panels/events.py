@@ -59,7 +59,7 @@ def figure(runs: list, view: View) -> dict:
     df = frame(runs)
     timed = df[df["step"].notna()] if len(df) else df
     if not len(timed):
-        return figures.placeholder(MISSING, height=settings.SMALL_ROW_HEIGHT_PX)
+        return figures.placeholder(MISSING, height=settings.PLACEHOLDER_SMALL_PX)
     codes = sorted(timed["code"].unique())
     height = max(settings.SMALL_ROW_HEIGHT_PX, settings.EVENT_ROW_PX * len(codes))
     grid = Grid([(height, [1])])
