@@ -60,14 +60,17 @@ def _navigation(app, catalog) -> None:
         Output("url", "search"),
         Input("url", "search"), Input("run-select", "value"), Input("step-slider", "value"),
         Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"), Input("heads", "data"),
-        Input("playing", "data"), State("view", "data"))
-    def navigate(search, selected, slider, _rows, heads, playing, old):
+        Input("playing", "data"), State("view", "data"), State("step-slider", "min"),
+        State("step-slider", "max"), State("step-label", "children"))
+    def navigate(search, selected, slider, _rows, heads, playing, old, old_min, old_max,
+                 old_label):
         trigger = ctx.triggered_id
         view = dict(old or {})
         if trigger is None or trigger == "url" or not old:
             view = navigation.parse_query(search)
-            if not view["runs"] and catalog.latest():
-                view["runs"] = [catalog.latest()]
+            latest = None if view["runs"] else catalog.latest()
+            if latest:
+                view["runs"] = [latest]
         elif trigger == "run-select":
             view["runs"] = list(selected or [])
         elif isinstance(trigger, dict):
@@ -83,9 +86,15 @@ def _navigation(app, catalog) -> None:
         value = last if view.get("step") is None else view["step"]
         valid = [r for r in view["runs"] if r in catalog.names()]
         query = navigation.build_query(view)
-        return (view if view != old else no_update, valid if valid != selected else no_update,
-                first, last, value, navigation.marks(first, last),
-                navigation.label(view, first, last),
+        text = navigation.label(view, first, last)
+        span = (first, last) != (old_min, old_max)
+
+        def changed(new, current):  # untouched outputs are not sent: a drag is not disturbed
+            return new if new != current else no_update
+
+        return (changed(view, old), changed(valid, selected), changed(first, old_min),
+                changed(last, old_max), changed(value, slider),
+                navigation.marks(first, last) if span else no_update, changed(text, old_label),
                 query if (query != (search or "") and not playing) else no_update)
 
     app._avionics_navigate = navigate

@@ -12,7 +12,8 @@ NAV_OUTPUTS = [("view", "data"), ("run-select", "value"), ("step-slider", "min")
 
 
 def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=None,
-             playing=False, view=None, changed=("url.search",)) -> dict:
+             playing=False, view=None, changed=("url.search",), span=(None, None),
+             label=None) -> dict:
     """One call of the navigation callback; returns ``{"view.data": ..., "url.search": ...}``
     for the outputs it changed (missing keys: no_update)."""
     payload = {
@@ -25,7 +26,10 @@ def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=No
                     for r in rows],
                    {"id": "heads", "property": "data", "value": heads},
                    {"id": "playing", "property": "data", "value": playing}],
-        "state": [{"id": "view", "property": "data", "value": view}],
+        "state": [{"id": "view", "property": "data", "value": view},
+                  {"id": "step-slider", "property": "min", "value": span[0]},
+                  {"id": "step-slider", "property": "max", "value": span[1]},
+                  {"id": "step-label", "property": "children", "value": label}],
         "changedPropIds": list(changed),
     }
     status, body, _, _ = post(client, payload)

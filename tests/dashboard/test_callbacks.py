@@ -184,3 +184,19 @@ def test_bad_stores_give_a_message_never_a_500(logdir, kind, monkeypatch):
     finally:
         if hold is not None:
             hold.close()
+
+
+def test_a_tick_with_nothing_new_sends_nothing(client):
+    """The slider is not re-sent every tick, so a drag in progress is not disturbed."""
+    view = {"runs": ["a"], "step": None, "layer": None}
+    heads = dashcall.poll(client, view)
+    out = dashcall.navigate(client, search="?run=a", selected=["a"], slider=29, heads=heads,
+                            view=view, span=(0, 29), label="step 29 (latest)",
+                            changed=["heads.data"])
+    assert out == {}
+    heads["a"]["last"] = 35  # the run advanced: the slider grows and, following, moves along
+    out = dashcall.navigate(client, search="?run=a", selected=["a"], slider=29, heads=heads,
+                            view=view, span=(0, 29), label="step 29 (latest)",
+                            changed=["heads.data"])
+    assert (out["step-slider.max"], out["step-slider.value"]) == (35, 35)
+    assert "view.data" not in out and "url.search" not in out
