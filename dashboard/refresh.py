@@ -232,8 +232,11 @@ def _state(fig, view: View, items: list, heads: Optional[dict]) -> dict:
             static |= trace.get("type") == "heatmap"
         cursors = [j for j, s in enumerate(fig.get("layout", {}).get("shapes", []))
                    if s.get("name") == "cursor"]
-    own = {item.id: {"last": item.last_step, "first": item.first_step, "series": item.n_series}
-           for item in items if item.error is None}
+    # what this render saw of each run; an unreadable run is remembered as such, so that it
+    # is drawn again when it becomes readable, not at every tick while it is not
+    own = {item.id: ({"error": item.error} if item.error else
+                     {"last": item.last_step, "first": item.first_step, "series": item.n_series})
+           for item in items}
     return {"sig": signature(view), "at": time.time(), "live": live, "bars": bars,
             "cursors": cursors, "static": static, "step": view.step,
             "heads": {**own, **{r: h for r, h in (heads or {}).items() if r in own}}}

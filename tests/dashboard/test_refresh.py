@@ -196,3 +196,24 @@ def test_no_runs_and_unreadable_runs_render_messages(tmp_path):
     out = refresh.render(scalars, cat, View(["bad"]))
     assert "cannot be read" in out.figure["layout"]["meta"]["placeholder"]
     assert "not an SQLite database" in str(out.extra)
+
+
+def test_an_unreadable_run_is_not_redrawn_every_tick(tmp_path):
+    stores.write_run(str(tmp_path / "a"), steps=5)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "avionics.db").write_bytes(b"")
+    cat = RunCatalog(str(tmp_path))
+    view = View(["a", "bad"])
+    heads = {r: cat.head(r) for r in view.runs}
+    assert "error" in heads["bad"]
+    first = refresh.render(scalars, cat, view, heads)
+    again = refresh.refresh(scalars, cat, {"heads"}, view, dict(heads), first.state)
+    assert again.figure is no_update
+    stores.write_run(str(tmp_path / "bad2"), steps=3)  # the store becomes readable
+    import shutil
+    (tmp_path / "bad" / "avionics.db").unlink()
+    shutil.copy(tmp_path / "bad2" / "avionics.db", tmp_path / "bad" / "avionics.db")
+    fixed = {r: cat.head(r) for r in view.runs}
+    out = refresh.refresh(scalars, cat, {"heads"}, view, fixed, first.state)
+    assert isinstance(out.figure, dict)
+    assert {t["meta"]["live"]["run"] for t in out.figure["data"]} == {"a", "bad"}
