@@ -3,9 +3,16 @@
 >>> from dashboard import create_app
 >>> create_app("runs/").run()         # or, served properly: avionics dashboard runs/
 
-Reads only the store (``instrument.store``); never imports torch.
+Reads only the store (``instrument.store``); never imports torch. ``create_app`` is imported
+on first use (PEP 562), so ``avionics runs`` and other light users do not load Dash.
 """
 
-from dashboard.app import create_app
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name):
+    if name == "create_app":
+        from dashboard.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'dashboard' has no attribute {name!r}")
