@@ -75,6 +75,10 @@ def screenshot(url: str, out: str) -> None:
             if time.time() > end:
                 raise TimeoutError("the panels did not finish drawing")
             time.sleep(0.3)
+        # the mode bars (zoom, pan, ...) appear on hover in a real browser; not in a picture
+        driver.execute_script("const s = document.createElement('style');"
+                              "s.textContent = '.modebar-container {display: none !important}';"
+                              "document.head.appendChild(s);")
         time.sleep(1.5)  # let plotly finish drawing
         height = driver.execute_script("return document.documentElement.scrollHeight")
         # the DevTools protocol captures the whole page, not just the window's viewport
@@ -96,7 +100,7 @@ def main(argv=None) -> None:
     p.add_argument("--query", default="", help="URL query, e.g. '?run=digits&step=150'")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        logdir = args.logdir or tmp
+        logdir = args.logdir or os.path.join(tmp, "runs")
         if not args.logdir:
             train_demo(logdir, args.steps)
         port = free_port()

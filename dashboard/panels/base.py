@@ -104,9 +104,9 @@ def matches(key: str, patterns) -> bool:
 
 
 def user_scalars(keys: list) -> list:
-    """Scalars logged with ``monitor.log()``: the loss first, then the rest in recording order."""
+    """Scalars logged with ``monitor.log()``: the loss first, then the rest by name."""
     own = [k for k in keys if not schema.Keys.is_builtin_scalar(k)]
-    return sorted(own, key=lambda k: k != schema.Keys.LOSS)
+    return sorted(own, key=lambda k: (k != schema.Keys.LOSS, k))
 
 
 def budgets(needs_per_run: list, layer_counts: list) -> tuple:

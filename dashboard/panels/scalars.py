@@ -34,7 +34,7 @@ def figure(runs: list, view: View) -> dict:
         for key in item.series:
             if key not in keys:
                 keys.append(key)
-    keys = sorted(keys, key=lambda k: k != schema.Keys.LOSS)
+    keys = sorted(keys, key=lambda k: (k != schema.Keys.LOSS, k))
     if not keys:
         return figures.placeholder(MISSING)
     rest = keys[1:]

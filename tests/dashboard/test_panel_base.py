@@ -23,7 +23,7 @@ def catalog(tmp_path):
 
 
 def test_user_scalars_loss_first_and_no_builtins():
-    keys = ["acc", "lr/0", Keys.GRAD_NORM_TOTAL, "loss", "val/acc", "momentum/1"]
+    keys = ["val/acc", "lr/0", Keys.GRAD_NORM_TOTAL, "loss", "acc", "momentum/1"]
     assert base.user_scalars(keys) == ["loss", "acc", "val/acc"]
 
 
