@@ -105,6 +105,7 @@ class Reducer:
         self.notes: list = []
         self.collectives = 0  # issued so far (tests, benchmark)
         self.sync_time = math.nan  # host seconds of the last commit (collective + combine)
+        self.phases = (math.nan, math.nan, math.nan)  # last commit: pack, collective, combine
         self.timer = None  # callable -> (step_time, compute_time), set by the RankView
         self.closers: list = []  # per-rank writers to close with the monitor
         self.on_notes = None  # callable(list of str): what set-up could not combine
@@ -262,6 +263,7 @@ class Reducer:
             payload[plan["header_p"][VALID]] = 0.0
         gathered = torch.empty(self.world * self.payload_size, dtype=buffer.dtype,
                                device=buffer.device)
+        t1 = time.perf_counter()
         try:
             _gather(gathered, payload)
         except Exception as exc:
@@ -270,12 +272,14 @@ class Reducer:
                 f"{type(exc).__name__}: {exc}. A peer probably died or stopped calling the "
                 "training loop's hooks (every rank must run the same steps and close()).") from exc
         self.collectives += 1
+        t2 = time.perf_counter()  # (with NCCL the collective is only enqueued by now)
         if self.combines:
             if plan.get("local_src") is not None:
                 buffer.tensor.index_copy_(0, plan["local_dst"],
                                           buffer.tensor.index_select(0, plan["local_src"]))
             self._combine(buffer.tensor, gathered.view(self.world, self.payload_size), plan, step)
-        self.sync_time = time.perf_counter() - t0
+        t3 = time.perf_counter()
+        self.sync_time, self.phases = t3 - t0, (t1 - t0, t2 - t1, t3 - t2)
         if not self.records:
             return []
         rankview = self.instruments[-1]
