@@ -25,10 +25,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import instrument  # noqa: E402
 
 
-def load_data():
+def load_data(synthetic: bool = False):
     """The digits (scikit-learn) as standardized (N, 1, 8, 8) tensors, or a synthetic stand-in
-    of the same shape if scikit-learn is not installed."""
+    of the same shape (``--synthetic``, or when scikit-learn is not installed)."""
     try:
+        if synthetic:
+            raise ImportError
         from sklearn.datasets import load_digits
     except ImportError:
         g = torch.Generator().manual_seed(0)
@@ -80,6 +82,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64, help="global batch size")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--per-rank", action="store_true", help="each rank also writes its own store")
+    p.add_argument("--synthetic", action="store_true", help="synthetic digits-shaped data "
+                   "(skips importing scikit-learn: a faster start)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's)")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per step (rank 1 "
                    "sleeps twice as long: a visible straggler)")
@@ -101,7 +105,7 @@ def main(argv=None):
         sys.exit(f"--batch {args.batch} must be a multiple of the world size {world}")
 
     torch.manual_seed(0)  # the same initial weights on every rank
-    x, y = load_data()
+    x, y = load_data(args.synthetic)
     n_train = 1500
     model = wrap(make_model().to(device), args.wrapper, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)

@@ -9,6 +9,8 @@ when a process group of two or more ranks is up.
 from __future__ import annotations
 
 import copy
+import os
+import warnings
 from typing import Callable, Optional
 
 import torch.distributed as dist
@@ -37,6 +39,13 @@ WRITER_RANK = 0
 def active_world() -> Optional[tuple]:
     """``(rank, world_size)`` if a process group of two or more ranks is up, else None."""
     if not (dist.is_available() and dist.is_initialized()):
+        launched = os.environ.get("WORLD_SIZE", "1")
+        if launched.isdigit() and int(launched) > 1:
+            warnings.warn(
+                f"avionics: WORLD_SIZE={launched} but torch.distributed is not initialized: "
+                "each rank records a separate run and nothing is combined. Call watch() after "
+                "torch.distributed.init_process_group() (and after wrapping the model).",
+                RuntimeWarning, stacklevel=4)
         return None
     world = dist.get_world_size()
     return (dist.get_rank(), world) if world > 1 else None

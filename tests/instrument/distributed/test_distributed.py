@@ -316,7 +316,7 @@ def test_torchrun_demo_smoke(tmp_path):
     run_dir = str(tmp_path / "demo")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(REPO, "demos", "ddp_demo.py"), "--out", run_dir, "--steps", "6",
-           "--per-rank", "--threads", "1"]
+           "--per-rank", "--threads", "1", "--synthetic"]
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env,

@@ -1,4 +1,5 @@
-"""Wrapper prefixes removed from names, rank facts derived from hosts, scalar key hashes."""
+"""Pure parts of the distributed support: names without wrapper prefixes, rank facts from hosts,
+scalar key hashes, and watch() before init_process_group."""
 
 from torch import nn
 
@@ -46,3 +47,21 @@ def test_key_hash_is_exact_in_float64_and_never_zero():
     values = {key_hash(k) for k in ("loss", "acc", "a", "b", "")}
     assert len(values) == 5 and 0.0 not in values
     assert all(v == float(int(v)) and v < 2**52 for v in values)
+
+
+def test_watch_before_init_process_group_warns_and_records_alone(tmp_path, monkeypatch):
+    import warnings
+
+    import torch
+
+    import instrument
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor = instrument.watch(model, opt, run=str(tmp_path / "r"), strict=True)
+    monitor.close()
+    assert any("init_process_group" in str(w.message) for w in caught)
+    assert monitor.reducer is None
