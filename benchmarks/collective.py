@@ -7,6 +7,8 @@
 For three DDP models (13 k, 282 k and 6.4 M parameters) it measures, per step (medians):
 
 * ``plain``      a training step without avionics;
+* ``avionics, no session``  watched, but each rank records alone (the distributed session
+                 bypassed: what single-process avionics costs here);
 * ``avionics``   the same step watched with the default schedules;
 * ``commit``     avionics' per-step commit on this rank: packing the header, the all_gather,
                  the combination (what the run store's ``rank/sync_time`` records);
@@ -72,6 +74,7 @@ def bench_model(name, widths, batch, steps, device, tmp) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     import instrument
+    from instrument.distributed import session
     from instrument.distributed.reducer import _gather
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -81,12 +84,21 @@ def bench_model(name, widths, batch, steps, device, tmp) -> dict:
     x = torch.randn(batch, widths[0], device=device)
     y = torch.randint(0, widths[-1], (batch,), device=device)
 
-    def run(watch: bool):
+    def run(watch: bool, local_only: bool = False):
         torch.manual_seed(0)
         model = DistributedDataParallel(nn.Sequential(*layers[:-1]).to(device))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        monitor = (instrument.watch(model, opt, run=os.path.join(tmp, f"{name}"), overwrite=True)
-                   if watch else None)
+        monitor = None
+        if watch and local_only:  # A/B: the same instruments without the distributed session
+            hidden = session.active_world
+            session.active_world = lambda: None
+            try:
+                monitor = instrument.watch(model, opt, run=os.path.join(tmp, f"{name}-{rank}"),
+                                           overwrite=True)
+            finally:
+                session.active_world = hidden
+        elif watch:
+            monitor = instrument.watch(model, opt, run=os.path.join(tmp, f"{name}"), overwrite=True)
         times, commits, phases = [], [], []
         for step in range(steps):
             t = time.perf_counter()
@@ -99,11 +111,12 @@ def bench_model(name, widths, batch, steps, device, tmp) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-            if monitor is not None and step > 0:
+            if monitor is not None and monitor.reducer is not None and step > 0:
                 commits.append(monitor.reducer.sync_time)  # the commit inside this step
                 phases.append(monitor.reducer.phases)
-        payload = monitor.reducer.payload_size if monitor else 0
-        sections = len(monitor.reducer.gathered) + 1 if monitor else 0
+        reducer = monitor.reducer if monitor else None
+        payload = reducer.payload_size if reducer else 0
+        sections = len(reducer.gathered) + 1 if reducer else 0
         if monitor is not None:
             monitor.close()
         warm = max(3, steps // 10)
@@ -113,8 +126,9 @@ def bench_model(name, widths, batch, steps, device, tmp) -> dict:
                 payload, sections, split)
 
     plain, _, _, _, _ = run(False)
+    local, _, _, _, _ = run(True, local_only=True)
     watched, commit, payload, sections, split = run(True)
-    plain2, _, _, _, _ = run(False)  # bracket the watched run: the machine's drift shows
+    plain2, _, _, _, _ = run(False)  # bracket the watched runs: the machine's drift shows
     vec = torch.randn(payload, dtype=torch.float64, device=device)
     out = torch.empty(world * payload, dtype=torch.float64, device=device)
     chunks = [c.clone() for c in vec.tensor_split(sections)]
@@ -126,7 +140,7 @@ def bench_model(name, widths, batch, steps, device, tmp) -> dict:
     return {"model": name, "params": params, "batch_per_rank": batch, "world": world,
             "payload_floats": payload, "sections": sections,
             "plain_ms": min(plain, plain2), "plain_ms_runs": [plain, plain2],
-            "avionics_ms": watched, "commit_ms": commit, "pack_ms": split[0],
+            "avionics_local_ms": local, "avionics_ms": watched, "commit_ms": commit, "pack_ms": split[0],
             "collective_ms": split[1], "combine_ms": split[2], "all_gather_ms": gather,
             "all_reduce_ms": reduce, "separate_ms": separate}
 
@@ -158,15 +172,16 @@ def worker(args) -> None:
     if rank == 0:
         backend = dist.get_backend()
         print(f"\n{rows[0]['world']} ranks, {backend}, {device.type}, 1 thread per rank; medians\n")
-        print("| model | params | payload floats | step plain ms | step avionics ms "
+        print("| model | params | payload floats | step plain ms | step avionics, no session ms "
+              "| step avionics ms "
               "| rank 0 commit ms (pack / collective incl. wait / combine) | commit / step "
               "| collective incl. wait, per rank ms "
               "| bare all_gather ms | bare all_reduce ms | one all_reduce per section ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             share = r["commit_ms"] / r["avionics_ms"]
             print(f"| {r['model']} | {r['params']:,} | {r['payload_floats']} | {r['plain_ms']:.2f} "
-                  f"| {r['avionics_ms']:.2f} | {r['commit_ms']:.3f} ({r['pack_ms']:.3f} / "
+                  f"| {r['avionics_local_ms']:.2f} | {r['avionics_ms']:.2f} | {r['commit_ms']:.3f} ({r['pack_ms']:.3f} / "
                   f"{r['collective_ms']:.3f} / {r['combine_ms']:.3f}) | {share:.1%} "
                   f"| {' / '.join(f'{c:.3f}' for c in r['collective_ms_per_rank'])} "
                   f"| {r['all_gather_ms']:.3f} | {r['all_reduce_ms']:.3f} | {r['separate_ms']:.3f} |")
