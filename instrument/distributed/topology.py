@@ -85,6 +85,8 @@ def describe(model: nn.Module, params: list) -> Topology:
     """The :class:`Topology` of ``model`` whose parameters (in the store's order) are ``params``."""
     rank, world = dist.get_rank(), dist.get_world_size()
     topo = Topology(NONE, rank, world, groups=[None] * len(params))
+    while type(model).__name__ == "OptimizedModule":  # torch.compile(DDP(model))
+        model = model._orig_mod
     names = _type_names(model)
     if "DeepSpeedEngine" in names:
         topo.wrapper = DEEPSPEED
