@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -110,7 +111,6 @@ class Reducer:
         self.closers: list = []  # per-rank writers to close with the monitor
         self.on_notes = None  # callable(list of str): what set-up could not combine
         self._plan = None
-        self._loss_row = None
         self.scalars = None
         self.fwd_section = None
         self._error_reported = False
@@ -354,8 +354,9 @@ class Reducer:
         n = len(self.instruments)
         ok = bool(np.all(self.status.host(flat) == 1))
         head = self.ranks.host(flat)
-        touched = np.nanmax(head[:, HOST_FIELDS: HOST_FIELDS + n], axis=0) > 0
-        disabled = np.nanmax(head[:, HOST_FIELDS + n: HOST_FIELDS + 2 * n], axis=0) > 0
+        flags = np.nan_to_num(head[:, HOST_FIELDS: HOST_FIELDS + 2 * n])  # NaN: a rank that
+        touched = flags[:, :n].max(axis=0) > 0                          # failed to pack
+        disabled = flags[:, n:].max(axis=0) > 0
         rankview = self.instruments[-1]
         out = [(inst, info) for inst, info in parts
                if inst is not rankview and ok and touched[self.position[id(inst)]]
@@ -392,8 +393,6 @@ class Reducer:
     def _report_once(self, exc: Exception) -> None:
         if not self._error_reported:
             self._error_reported = True
-            import warnings
-
             warnings.warn(f"avionics: rank {self.rank} could not pack its statistics "
                           f"({type(exc).__name__}: {exc}); the run store skips such steps",
                           RuntimeWarning, stacklevel=3)
