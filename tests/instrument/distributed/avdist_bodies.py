@@ -32,6 +32,7 @@ class Case:
     extra_logs: bool = False  # rank-dependent log() keys and orders
     count_collectives: bool = False
     rank1_logs_every: int = 1  # rank 1 logs the loss only every n steps
+    break_on_rank1: Optional[str] = None  # this instrument raises on rank 1 from step 1 on
     schedules: dict = field(default_factory=lambda: {"activations": 1})
 
 
@@ -140,8 +141,19 @@ def train(rank: int, world: int, case: Case, run: str) -> dict:
 
     model = wrap(case, make_model(), world)
     opt = make_optimizer(case, model.parameters())
-    monitor = instrument.watch(model, opt, run=run, strict=True, schedules=case.schedules,
+    strict = case.break_on_rank1 is None  # fail-open is what the broken case tests
+    monitor = instrument.watch(model, opt, run=run, strict=strict, schedules=case.schedules,
                                per_rank=case.per_rank, flush_interval=0.05)
+    if case.break_on_rank1 and rank == 1:
+        inst = next(i for i in monitor.instruments if i.name == case.break_on_rank1)
+        original = inst.forward
+
+        def broken(index, module, output):
+            if monitor.step_index >= 1:
+                raise RuntimeError("broken on purpose")
+            return original(index, module, output)
+
+        inst.forward = broken
     counter = _Counter() if case.count_collectives else contextlib.nullcontext()
     local_losses = []
     with counter:

@@ -230,6 +230,22 @@ def test_scalars_combine_by_name_whatever_each_rank_logged(tmp_path):
     assert "only_rank1" not in run.keys(schema.SCALAR)  # rank 0 cannot name it
 
 
+def test_an_instrument_failing_on_one_rank_is_not_recorded_from_then_on(tmp_path):
+    """Rank 1's activation instrument fails at step 1 (fail-open): rank 0's own statistics are
+    not the global ones any more, so the run store stops recording them and says why."""
+    case = Case("ddp", steps=3, break_on_rank1="activations")
+    run_dir, _ = launch(case, tmp_path)
+    run = instrument.load(run_dir)
+    mean = layer_table(run, Keys.ACT_MEAN)
+    assert list(mean.index) == [0]  # combined at step 0 only
+    ref = bodies.reference(case)
+    assert close(mean.loc[0, "0"], ref["steps"][0]["act"]["0"]["mean"], atol=ACT_ATOL)
+    errors = run.events([schema.INSTRUMENT_ERROR])
+    assert len(errors) == 1 and errors.iloc[0]["rank"] == 1 and errors.iloc[0].step == 1
+    assert "activations" in errors.iloc[0].message
+    assert len(scalar_series(run, Keys.LOSS)) == case.steps  # the rest goes on
+
+
 def test_nan_event_reaches_rank_0_with_the_rank_where_it_began(tmp_path):
     case = Case("ddp", steps=3, nan_at=(1, 1), per_rank=True)
     run_dir, _ = launch(case, tmp_path)
