@@ -68,13 +68,28 @@ class _Series:
         self.kind = kind
         self.layers = list(layers) if layers is not None else None
         self.index = {n: i for i, n in enumerate(self.layers or ())}
-        self.dtype = schema.SCALAR_DTYPE if kind == schema.SCALAR else schema.LAYER_DTYPE
+        self.dtype = schema.SCALAR_DTYPE if kind == schema.SCALARS_KIND else schema.LAYER_DTYPE
         self.pyramid = SeriesPyramid(schema.PYRAMID_LEVELS, schema.PYRAMID_BASE)
         self.rows: dict[int, np.ndarray] = {}  # step -> values, pending in the current flush
+        self._same = None
+
+    def place_scalars(self, scalars: dict) -> tuple[np.ndarray, bool]:
+        """A row of this (scalars) series from ``{key: value}``; new keys become columns."""
+        grew = False
+        for key in scalars:
+            if key not in self.index:
+                self.index[key] = len(self.layers)
+                self.layers.append(key)
+                grew = True
+        out = np.full(len(self.layers), np.nan)
+        for key, value in scalars.items():
+            out[self.index[key]] = value
+        return out, grew
 
     def place(self, lv: LayerValues) -> tuple[np.ndarray, bool]:
         """Values in this series' layer order; new layer names are appended (returns grew)."""
-        if list(lv.layers) == self.layers:
+        if lv.layers is self._same or list(lv.layers) == self.layers:
+            self._same = lv.layers  # instruments pass the same name list every step
             return lv.values, False
         grew = False
         for name in lv.layers:
@@ -284,21 +299,25 @@ class StoreWriter:
             return
         conn.executemany("INSERT OR REPLACE INTO steps (step, wall_time) VALUES (?, ?)",
                          [(d.step, d.wall_time) for d in steps])
-        touched = []
+        touched, grown = {}, {}
         for d in steps:
-            for key, value in d.scalars.items():
-                s = self._get_series(conn, key, schema.SCALAR, None)
-                s.rows[d.step] = np.array([value], dtype=np.float64)
-                touched.append(s)
+            if d.scalars:
+                s = self._get_series(conn, schema.SCALARS_SERIES, schema.SCALARS_KIND, [])
+                values, grew = s.place_scalars(d.scalars)
+                s.rows[d.step] = values
+                touched[s.id] = s
+                if grew:
+                    grown[s.id] = s
             for key, lv in d.layers.items():
                 s = self._get_series(conn, key, schema.LAYER, lv.layers)
                 values, grew = s.place(lv)
-                if grew:
-                    conn.execute("UPDATE series SET layers = ? WHERE id = ?",
-                                 (json.dumps(s.layers), s.id))
                 s.rows[d.step] = values
-                touched.append(s)
-        for s in {id(s): s for s in touched}.values():
+                touched[s.id] = s
+                if grew:
+                    grown[s.id] = s
+        for s in grown.values():
+            conn.execute("UPDATE series SET layers = ? WHERE id = ?", (json.dumps(s.layers), s.id))
+        for s in touched.values():
             self._write_series(conn, s)
 
     def _write_series(self, conn, s: _Series) -> None:
@@ -313,18 +332,19 @@ class StoreWriter:
             "INSERT OR REPLACE INTO points (series, step, value) VALUES (?, ?, ?)",
             [(s.id, st, mat[i].astype(s.dtype).tobytes()) for i, st in enumerate(step_list)])
         rows = s.pyramid.add(np.array(step_list), mat)
-        conn.executemany(
-            "INSERT OR REPLACE INTO buckets (series, level, bucket, n, first_step, last_step, "
-            "mean, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(s.id, r.level, r.bucket, r.n, r.first_step, r.last_step,
-              r.mean.astype(s.dtype).tobytes(), r.min.astype(s.dtype).tobytes(),
-              r.max.astype(s.dtype).tobytes()) for r in rows])
+        if rows:
+            conn.executemany(
+                "INSERT OR REPLACE INTO buckets (series, level, bucket, n, first_step, "
+                "last_step, count, mean, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.id, r.level, r.bucket, r.n, r.first_step, r.last_step,
+                  r.count.astype(schema.LAYER_DTYPE).tobytes(), r.mean.astype(s.dtype).tobytes(),
+                  r.min.astype(s.dtype).tobytes(), r.max.astype(s.dtype).tobytes())
+                 for r in rows])
 
     def _get_series(self, conn, key: str, kind: str, layers) -> _Series:
         s = self._series.get((key, kind))
         if s is None:
-            cur = conn.execute(
-                "INSERT INTO series (key, kind, layers) VALUES (?, ?, ?)",
-                (key, kind, None if layers is None else json.dumps(list(layers))))
+            cur = conn.execute("INSERT INTO series (key, kind, layers) VALUES (?, ?, ?)",
+                               (key, kind, json.dumps(list(layers))))
             s = self._series[(key, kind)] = _Series(cur.lastrowid, kind, layers)
         return s
