@@ -219,12 +219,11 @@ def reference(case: Case, world: int = 2) -> dict:
             h.remove()
         rec = {"loss": float(np.mean(losses)),
                "rank_loss": [float(np.mean(local[r])) for r in range(world)],
-               "grad_norm": {}, "grad_absmax": {}, "weight_norm": {}, "update_norm": {},
+               "grad_norm": {}, "weight_norm": {}, "update_norm": {},
                "act": {}, "rank_dead": {r: {} for r in range(world)}}
         for n, p in model.named_parameters():
             g = p.grad.double()
             rec["grad_norm"][n] = g.norm().item()
-            rec["grad_absmax"][n] = g.abs().max().item()
         before = {n: p.detach().clone().double() for n, p in model.named_parameters()}
         opt.step()
         for n, p in model.named_parameters():
