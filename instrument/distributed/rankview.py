@@ -4,15 +4,16 @@ own statistics in its per-rank store.
 An instrument appended last in distributed runs (it decodes after every other instrument):
 
 * **timings** (training thread, host clock, no device work): ``step_time`` is the wall time
-  between this rank's consecutive step commits (a whole iteration: data loading, forward,
-  backward, optimizer step, logging); ``compute_time`` runs from the first training forward of
-  the step to the end of ``optimizer.step()``, so ``step_time - compute_time`` is the time
-  between steps (data loading, evaluation, ...). Under synchronous data parallelism every rank
-  waits for the slowest inside backward, so a straggler shows as a rank whose *between-steps*
-  or compute time is longer while the others' step times match it. ``sync_time`` is the time
-  this rank spent in avionics' own collective at the previous step.
+  between this rank's arrivals at consecutive step commits (a whole iteration);
+  ``compute_time`` runs from the first training forward of the step to the end of
+  ``optimizer.step()``; ``between_time`` from there to the arrival at the next step's commit
+  (data loading, evaluation, logging: purely local work); ``sync_time`` is the time this rank
+  then spent in avionics' own collective (reported with the next step). Under synchronous
+  data parallelism every rank waits for the slowest (inside backward, or in the collective),
+  so a straggler shows as the rank with the longer compute or between-steps time while the
+  others' compute or sync time holds the wait.
 * **in the run store** (rank 0): layer series ``rank/step_time``, ``rank/compute_time``,
-  ``rank/sync_time``, ``rank/loss`` (each rank's own mean loss), ``rank/nonfinite_modules``
+  ``rank/between_time``, ``rank/sync_time``, ``rank/loss`` (each rank's own mean loss), ``rank/nonfinite_modules``
   (leaf modules whose output went non-finite on that rank's data), one layer per rank named
   ``"0"``, ``"1"``, ...; the scalar ``rank/step_time_spread`` (slowest minus fastest rank);
   NaN/Inf events get the rank where they began (``Event.rank``, evidence ``ranks``); events
@@ -78,14 +79,16 @@ class RankView(Instrument):
         self._t_post = time.perf_counter()
 
     def timer(self):
-        """``(step_time, compute_time)`` of the step being committed (called by the reducer)."""
+        """``(step, compute, between)`` seconds of the step being committed: called by the
+        reducer when this rank arrives at the commit, before the collective."""
         now = time.perf_counter()
         start = self._last if self._last is not None else self._t_begin
         step_time = now - start if start is not None else math.nan
-        compute = (self._t_post - self._t_begin
-                   if self._t_post is not None and self._t_begin is not None else math.nan)
+        post, begin = self._t_post, self._t_begin
+        compute = post - begin if post is not None and begin is not None else math.nan
+        between = now - post if post is not None else math.nan
         self._last, self._t_begin, self._t_post = now, None, None
-        return step_time, compute
+        return step_time, compute, between
 
     def snapshot(self):
         info = {}
@@ -121,6 +124,7 @@ class RankView(Instrument):
             loss = np.where(count > 0, head[:, cols["loss_sum"]] / count, np.nan)
         series = {Keys.RANK_STEP_TIME: head[:, cols["step_time"]],
                   Keys.RANK_COMPUTE_TIME: head[:, cols["compute_time"]],
+                  Keys.RANK_BETWEEN_TIME: head[:, cols["between_time"]],
                   Keys.RANK_SYNC_TIME: head[:, cols["sync_time"]],
                   Keys.RANK_LOSS: loss,
                   Keys.RANK_NONFINITE: head[:, cols["nonfinite_modules"]]}
@@ -182,7 +186,9 @@ class RankView(Instrument):
         """This rank's own view into ``data``; returns its events."""
         cols = self.reducer.header_columns()
         row = sections[HEADER].host(flat)
-        for key, col in ((Keys.RANK_STEP_TIME, "step_time"), (Keys.RANK_COMPUTE_TIME, "compute_time"),
+        for key, col in ((Keys.RANK_STEP_TIME, "step_time"),
+                         (Keys.RANK_COMPUTE_TIME, "compute_time"),
+                         (Keys.RANK_BETWEEN_TIME, "between_time"),
                          (Keys.RANK_SYNC_TIME, "sync_time")):
             if np.isfinite(row[cols[col]]):
                 data.scalars[key] = float(row[cols[col]])

@@ -52,8 +52,8 @@ import torch.distributed as dist
 from instrument.store import schema
 
 # ---- header: one row per rank --------------------------------------------------------------
-VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, SYNC_TIME = range(6)
-HOST_FIELDS = 6  # then touched flags, then disabled flags (one per instrument), then:
+VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME = range(7)
+HOST_FIELDS = 7  # then touched flags, then disabled flags (one per instrument), then:
 LOSS_SUM, LOSS_COUNT, NONFINITE_MODULES = range(3)  # device fields, after the flags
 DEVICE_FIELDS = 3
 
@@ -107,7 +107,7 @@ class Reducer:
         self.collectives = 0  # issued so far (tests, benchmark)
         self.sync_time = math.nan  # host seconds of the last commit (collective + combine)
         self.phases = (math.nan, math.nan, math.nan)  # last commit: pack, collective, combine
-        self.timer = None  # callable -> (step_time, compute_time), set by the RankView
+        self.timer = None  # callable -> (step, compute, between) seconds, set by the RankView
         self.closers: list = []  # per-rank writers to close with the monitor
         self.on_notes = None  # callable(list of str): what set-up could not combine
         self._plan = None
@@ -290,9 +290,9 @@ class Reducer:
     def _pack_header(self, buffer, step: int, parts: list) -> None:
         n = len(self.instruments)
         host = np.zeros(HOST_FIELDS + 2 * n)
-        step_time, compute_time = self.timer() if self.timer else (math.nan, math.nan)
-        host[[VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, SYNC_TIME]] = (
-            1.0, step, self.rank, step_time, compute_time, self.sync_time)
+        times = self.timer() if self.timer else (math.nan,) * 3
+        host[[VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME]] = (
+            1.0, step, self.rank, *times, self.sync_time)
         touched = {id(i) for i in parts}
         for k, inst in enumerate(self.instruments):
             host[HOST_FIELDS + k] = float(id(inst) in touched)
@@ -377,6 +377,7 @@ class Reducer:
         n = len(self.instruments)
         dev = HOST_FIELDS + 2 * n
         return {"step": STEP, "step_time": STEP_TIME, "compute_time": COMPUTE_TIME,
+                "between_time": BETWEEN_TIME,
                 "sync_time": SYNC_TIME, "touched": HOST_FIELDS, "disabled": HOST_FIELDS + n,
                 "loss_sum": dev + LOSS_SUM, "loss_count": dev + LOSS_COUNT,
                 "nonfinite_modules": dev + NONFINITE_MODULES, "valid": VALID}

@@ -154,6 +154,7 @@ class Keys:
     # torch.distributed (instrument/distributed/rankview.py): per rank, layer = rank ("0", ...)
     RANK_STEP_TIME = "rank/step_time"
     RANK_COMPUTE_TIME = "rank/compute_time"
+    RANK_BETWEEN_TIME = "rank/between_time"
     RANK_SYNC_TIME = "rank/sync_time"
     RANK_LOSS = "rank/loss"
     RANK_NONFINITE = "rank/nonfinite_modules"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -33,6 +34,7 @@ class Case:
     count_collectives: bool = False
     rank1_logs_every: int = 1  # rank 1 logs the loss only every n steps
     break_on_rank1: Optional[str] = None  # this instrument raises on rank 1 from step 1 on
+    sleep_rank1: float = 0.0  # seconds rank 1 sleeps between steps (a straggler)
     schedules: dict = field(default_factory=lambda: {"activations": 1})
 
 
@@ -183,6 +185,8 @@ def train(rank: int, world: int, case: Case, run: str) -> dict:
                         monitor.log(only_rank0=7.0)
             opt.step()
             local_losses.append(float(np.mean(step_losses)))
+            if rank == 1 and case.sleep_rank1:
+                time.sleep(case.sleep_rank1)
         monitor.close()
     calls = list(counter.calls) if case.count_collectives else None
     writer_path = getattr(monitor.writer, "path", None)

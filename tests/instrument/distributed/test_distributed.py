@@ -268,6 +268,26 @@ def pd_rows(df):
     return [(i, row.to_dict()) for i, row in df.iterrows()]
 
 
+def test_the_rank_panel_names_a_straggler_in_a_real_run(tmp_path):
+    """Rank 1 sleeps 40 ms between steps: its between-steps time shows it, rank 0 waits in
+    the collective (sync time), and the dashboard's rank panel names rank 1 from the store."""
+    from dashboard.panels import ranks as panel
+
+    case = Case("ddp", steps=6, sleep_rank1=0.04, schedules={"*": None})
+    run_dir, _ = launch(case, tmp_path)
+    run = instrument.load(run_dir)
+    step_time = layer_table(run, Keys.RANK_STEP_TIME).iloc[1:]  # step 0 has no previous step
+    compute = layer_table(run, Keys.RANK_COMPUTE_TIME).iloc[1:]
+    between = layer_table(run, Keys.RANK_BETWEEN_TIME).iloc[1:]
+    stats = panel.rank_stats(step_time.to_numpy(), compute.to_numpy(), between.to_numpy())
+    assert stats["between"][1] > 0.04 > stats["between"][0]
+    sync = layer_table(run, Keys.RANK_SYNC_TIME).iloc[2:]
+    assert sync["0"].median() > sync["1"].median()  # rank 0 waited for rank 1
+    fig = panel.figure(step_time.index, list(step_time.columns), step_time.to_numpy(),
+                       compute.to_numpy(), between_time=between.to_numpy())
+    assert fig["meta"]["stragglers"] == [1]
+
+
 # ---- FSDP2, HSDP, FSDP1 ----------------------------------------------------------------------
 def test_fsdp2_uneven_and_empty_shards_match_single_process(tmp_path):
     case = Case("fsdp2", steps=3)
