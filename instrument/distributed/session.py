@@ -60,15 +60,14 @@ def join(ctx, prepare_run_dir: Callable[[], str], *, per_rank: bool = False,
     others' hosts and local parameter sizes in one set-up collective. Errors of rank 0's
     preparation, or ranks watching different models, raise the same error on every rank.
     """
+    names = (list(ctx.param_names), list(ctx.module_names))
+    if dist.is_available() and dist.is_initialized():
+        clean_names(ctx)  # a DDP/FSDP model has the same names with one rank as with many
     where = active_world()
     if where is None:
         return None
     rank, world = where
     topo = describe(ctx.model, ctx.params)
-    names = (list(ctx.param_names), list(ctx.module_names))
-    prefix = root_prefix(ctx.model)
-    ctx.param_names[:] = clean_all(ctx.param_names, prefix)
-    ctx.module_names[:] = clean_all(ctx.module_names, prefix, root=ROOT_NAME)
     run_dir, error = None, None
     if rank == WRITER_RANK:
         try:
@@ -99,6 +98,13 @@ def join(ctx, prepare_run_dir: Callable[[], str], *, per_rank: bool = False,
         ranks = group if group is not None else (rank,)
         numels.append(sum(everyone[r]["numels"][i] for r in ranks))
     return Session(ctx, topo, infos, first["run_dir"], numels, names, per_rank, strict)
+
+
+def clean_names(ctx) -> None:
+    """Remove the wrappers' prefixes from the context's parameter and module names, in place."""
+    prefix = root_prefix(ctx.model)
+    ctx.param_names[:] = clean_all(ctx.param_names, prefix)
+    ctx.module_names[:] = clean_all(ctx.module_names, prefix, root=ROOT_NAME)
 
 
 class Session:

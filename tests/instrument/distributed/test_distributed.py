@@ -340,11 +340,13 @@ def test_fsdp1_flat_params_degrade_with_a_note(tmp_path):
 
 # ---- no process group / one rank -----------------------------------------------------------------
 def test_a_world_of_one_is_a_single_process_run(tmp_path):
-    outs = run_ranks(bodies.train, Case("none", steps=2), str(tmp_path / "run"), world=1,
+    """DDP over one rank: no session, no collective, but the names are the model's own."""
+    outs = run_ranks(bodies.train, Case("ddp", steps=2), str(tmp_path / "run"), world=1,
                      tmp_dir=tmp_path)
     run = instrument.load(str(tmp_path / "run"))
     assert outs[0]["collectives"] == 0 and "distributed" not in run.meta
     assert Keys.RANK_STEP_TIME not in run.keys(schema.LAYER)
+    assert run.layer_names(Keys.GRAD_NORM) == [n for n, _ in bodies.make_model().named_parameters()]
 
 
 # ---- a real torchrun launch ---------------------------------------------------------------------
