@@ -168,8 +168,9 @@ def test_ddp_matches_single_process_with_one_collective_per_step(tmp_path):
     times = layer_table(run, Keys.RANK_STEP_TIME)
     assert list(times.columns) == ["0", "1"] and (times.to_numpy() > 0).all()
     spread = scalar_series(run, Keys.RANK_STEP_TIME_SPREAD)
-    for step in range(case.steps):
-        assert close(spread[step], times.loc[step].max() - times.loc[step].min())
+    for step in range(case.steps):  # layer series are float32: a difference of close times
+        row = times.loc[step]           # needs an absolute slack of their rounding
+        assert close(spread[step], row.max() - row.min(), atol=1e-6 * row.max())
     layers = {layer["name"]: layer for layer in run.meta["model"]["layers"]}
     assert layers["0"]["params"] == bodies.IN * bodies.HIDDEN + bodies.HIDDEN
 
