@@ -33,7 +33,7 @@ import numpy as np
 from instrument.instruments.activations import Activations
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.nonfinite import NonFinite
-from instrument.instruments.scalars import UserScalars
+from instrument.instruments.scalars import KEYED_SLOTS, UserScalars
 from instrument.store import schema
 from instrument.store.records import Event, LayerValues, StepData
 from instrument.store.schema import Keys
@@ -103,7 +103,7 @@ class RankView(Instrument):
     # ---- writer thread -----------------------------------------------------------------------
     def decode(self, step: HostStep, info):
         if self.reducer.combines:
-            self._global(step)
+            self._global(step, info)
             if self.local_writer is not None:
                 data = StepData(step.step, step.data.wall_time)
                 events = self._local(step.step, self.reducer.local_flat(step.flat),
@@ -114,7 +114,7 @@ class RankView(Instrument):
         else:
             step.events.extend(self._local(step.step, step.flat, step.sections, info, step.data))
 
-    def _global(self, step: HostStep) -> None:
+    def _global(self, step: HostStep, info: dict) -> None:
         cols = self.reducer.header_columns()
         head = step.section(RANKS)
         names = [str(r) for r in range(self.world)]
@@ -136,6 +136,25 @@ class RankView(Instrument):
             scalars[Keys.RANK_STEP_TIME_SPREAD] = float(np.nanmax(times) - np.nanmin(times))
         step.events.extend(self._status_events(step, head, cols))
         self._annotate_nonfinite(step, head, cols, loss)
+        if np.nansum(head[:, cols["overflow"]]) > 0:
+            self._partial_scalars(step, info.get("scalars") or {})
+
+    def _partial_scalars(self, step: HostStep, rows: dict) -> None:
+        """A rank dropped scalar keys (over capacity) at this step: a key some rank lacks may be
+        one it dropped, so only keys every rank contributed to are recorded."""
+        partial = [key for key, (section, i) in rows.items()
+                   if key in step.data.scalars and step.section(section)[i][2] < self.world]
+        for key in partial:
+            del step.data.scalars[key]
+        if partial and "overflow" not in self._disabled_seen:
+            self._disabled_seen.add("overflow")
+            step.events.append(Event(
+                schema.DISTRIBUTED, schema.WARNING,
+                f"A rank logged more than {KEYED_SLOTS} distinct scalar keys at step "
+                f"{step.step}; at such steps only keys that every rank logged are recorded "
+                f"(not recorded here: {partial[:10]}).", step=step.step,
+                suggestion="Log fewer distinct keys, or raise "
+                           "instrument.instruments.scalars.KEYED_SLOTS on every rank."))
 
     def _status_events(self, step, head, cols) -> list:
         out = []

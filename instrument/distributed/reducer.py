@@ -12,7 +12,8 @@ writing rank combines each section on the device according to its ``reduce`` kin
 ``norm``         ``sqrt(sum(x**2))`` over the ranks in *this parameter's shard group* only, never
                  its replicas (see :mod:`.topology`); gathered only when some parameter is
                  sharded (under DDP norms are replicated and stay local).
-``keyed``        user scalars: ``(sum, count)`` added over all ranks' rows with the same key.
+``keyed``        user scalars: ``(sum, count)`` added over all ranks' rows with the same key;
+                 the key column then holds how many ranks contributed.
 ``shard_local``  kept for replicated parameters, NaN for sharded ones.
 ``local``        NaN (kept in per-rank views).
 ``replicated``   kept.
@@ -52,8 +53,8 @@ import torch.distributed as dist
 from instrument.store import schema
 
 # ---- header: one row per rank --------------------------------------------------------------
-VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME = range(7)
-HOST_FIELDS = 7  # then touched flags, then disabled flags (one per instrument), then:
+VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME, OVERFLOW = range(8)
+HOST_FIELDS = 8  # then touched flags, then disabled flags (one per instrument), then:
 LOSS_SUM, LOSS_COUNT, NONFINITE_MODULES = range(3)  # device fields, after the flags
 DEVICE_FIELDS = 3
 
@@ -291,8 +292,9 @@ class Reducer:
         n = len(self.instruments)
         host = np.zeros(HOST_FIELDS + 2 * n)
         times = self.timer() if self.timer else (math.nan,) * 3
-        host[[VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME]] = (
-            1.0, step, self.rank, *times, self.sync_time)
+        overflow = float(getattr(self.scalars, "overflow", False))
+        host[[VALID, STEP, RANK, STEP_TIME, COMPUTE_TIME, BETWEEN_TIME, SYNC_TIME, OVERFLOW]] = (
+            1.0, step, self.rank, *times, self.sync_time, overflow)
         touched = {id(i) for i in parts}
         for k, inst in enumerate(self.instruments):
             host[HOST_FIELDS + k] = float(id(inst) in touched)
@@ -335,7 +337,8 @@ class Reducer:
             zero = torch.zeros((), dtype=rows.dtype, device=rows.device)
             sums = torch.where(match, rows[:, 0:1], zero).sum(0)
             counts = torch.where(match, rows[:, 1:2], zero).sum(0)
-            buf.index_copy_(0, k["b"], torch.stack([sums, counts, mine], dim=1).reshape(-1))
+            ranks = match.view(self.world, k["rows"], k["rows"]).any(1).sum(0).to(rows.dtype)
+            buf.index_copy_(0, k["b"], torch.stack([sums, counts, ranks], dim=1).reshape(-1))
         if plan["blank"] is not None:
             buf.index_fill_(0, plan["blank"], math.nan)
         head = G.index_select(1, plan["header_p"])
@@ -377,7 +380,7 @@ class Reducer:
         n = len(self.instruments)
         dev = HOST_FIELDS + 2 * n
         return {"step": STEP, "step_time": STEP_TIME, "compute_time": COMPUTE_TIME,
-                "between_time": BETWEEN_TIME,
+                "between_time": BETWEEN_TIME, "overflow": OVERFLOW,
                 "sync_time": SYNC_TIME, "touched": HOST_FIELDS, "disabled": HOST_FIELDS + n,
                 "loss_sum": dev + LOSS_SUM, "loss_count": dev + LOSS_COUNT,
                 "nonfinite_modules": dev + NONFINITE_MODULES, "valid": VALID}

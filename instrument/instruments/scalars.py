@@ -56,6 +56,7 @@ class UserScalars(Instrument):
     def begin_step(self, step):
         self._dev_counts: dict = {}
         self._host: dict = {}  # key -> [sum, count]
+        self.overflow = False  # keyed mode: a key was dropped at this step (capacity)
 
     def has_data(self) -> bool:
         return bool(self._dev_counts or self._host)
@@ -92,6 +93,7 @@ class UserScalars(Instrument):
             n = len(self.slots)
             if self.keyed and n >= len(self.sections) * SLOTS_PER_SECTION:
                 # growing the buffer on one rank only would break the shared layout
+                self.overflow = True
                 if key not in self._dropped:
                     self._dropped.add(key)
                     warnings.warn(f"avionics: log({key}=...) not recorded: a distributed run "

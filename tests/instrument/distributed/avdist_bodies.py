@@ -35,6 +35,7 @@ class Case:
     rank1_logs_every: int = 1  # rank 1 logs the loss only every n steps
     break_on_rank1: Optional[str] = None  # this instrument raises on rank 1 from step 1 on
     sleep_rank1: float = 0.0  # seconds rank 1 sleeps between steps (a straggler)
+    many_keys: int = 0  # log this many keys k0, k1, ... (rank 1 in reverse order)
     schedules: dict = field(default_factory=lambda: {"activations": 1})
 
 
@@ -183,6 +184,9 @@ def train(rank: int, world: int, case: Case, run: str) -> dict:
                         monitor.log(only_rank1=5.0)
                     if rank == 0 and step == 1:
                         monitor.log(only_rank0=7.0)
+                order = range(case.many_keys)
+                for k in (reversed(order) if rank == 1 else order):
+                    monitor.log({f"k{k}": torch.tensor(float(k * (rank + 1)))})
             opt.step()
             local_losses.append(float(np.mean(step_losses)))
             if rank == 1 and case.sleep_rank1:

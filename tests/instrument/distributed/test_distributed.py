@@ -247,6 +247,27 @@ def test_an_instrument_failing_on_one_rank_is_not_recorded_from_then_on(tmp_path
     assert len(scalar_series(run, Keys.LOSS)) == case.steps  # the rest goes on
 
 
+def test_many_scalar_keys_in_different_orders_and_the_capacity(tmp_path):
+    """70 keys, logged in opposite orders by the two ranks: with the loss, each rank keeps 63
+    (KEYED_SLOTS = 64) and drops the rest with a warning. Keys both ranks kept (k7..k62)
+    combine by name across both reserved sections; keys that only rank 0 kept may have been
+    dropped by rank 1, so they are not recorded (rather than recorded as rank 0's alone)."""
+    from instrument.instruments.scalars import KEYED_SLOTS
+
+    case = Case("ddp", steps=1, many_keys=70, schedules={"*": None})
+    run_dir, _ = launch(case, tmp_path)
+    scalars = set(instrument.load(run_dir).keys(schema.SCALAR))
+    recorded = {k for k in scalars if k.startswith("k")}
+    kept = KEYED_SLOTS - 1  # the loss took the first row on both ranks
+    assert recorded == {f"k{k}" for k in range(70 - kept, kept)}  # k7..k62
+    run = instrument.load(run_dir)
+    for key in recorded:  # rank 0 logs k, rank 1 logs 2k: mean 1.5 k
+        assert close(scalar_series(run, key)[0], 1.5 * int(key[1:])), key
+    assert close(scalar_series(run, Keys.LOSS)[0], bodies.reference(case)["steps"][0]["loss"])
+    notes = run.events([schema.DISTRIBUTED])
+    assert notes.message.str.contains("more than 64 distinct scalar keys").any()
+
+
 def test_nan_event_reaches_rank_0_with_the_rank_where_it_began(tmp_path):
     case = Case("ddp", steps=3, nan_at=(1, 1), per_rank=True)
     run_dir, _ = launch(case, tmp_path)
