@@ -46,27 +46,37 @@ MS = 1e3
 
 
 def rank_stats(step_time: np.ndarray, compute_time: Optional[np.ndarray] = None,
-               between_time: Optional[np.ndarray] = None) -> dict:
+               between_time: Optional[np.ndarray] = None,
+               weights: Optional[np.ndarray] = None) -> dict:
     """Per-rank means over steps (NaN-aware) of step, compute and between-steps time, seconds.
 
     Args:
-        step_time: ``[steps, ranks]``.
-        compute_time: ``[steps, ranks]`` or None.
-        between_time: ``[steps, ranks]``, or None for ``step_time - compute_time`` (which then
+        step_time: ``[rows, ranks]``.
+        compute_time: ``[rows, ranks]`` or None.
+        between_time: ``[rows, ranks]``, or None for ``step_time - compute_time`` (which then
             includes time spent waiting for other ranks).
+        weights: ``[rows]`` steps per row (downsampled buckets), or None for 1 each.
     """
     step_time = np.asarray(step_time, dtype=float)
-    with np.errstate(invalid="ignore"), _quiet():
-        step = np.nanmean(step_time, axis=0)
-        out = {"step": step, "compute": np.full_like(step, np.nan),
-               "between": np.full_like(step, np.nan)}
-        if compute_time is not None:
-            compute_time = np.asarray(compute_time, dtype=float)
-            out["compute"] = np.nanmean(compute_time, axis=0)
-            out["between"] = np.nanmean(step_time - compute_time, axis=0)
-        if between_time is not None:
-            out["between"] = np.nanmean(np.asarray(between_time, dtype=float), axis=0)
+    step = _mean(step_time, weights)
+    out = {"step": step, "compute": np.full_like(step, np.nan),
+           "between": np.full_like(step, np.nan)}
+    if compute_time is not None:
+        compute_time = np.asarray(compute_time, dtype=float)
+        out["compute"] = _mean(compute_time, weights)
+        out["between"] = _mean(step_time - compute_time, weights)
+    if between_time is not None:
+        out["between"] = _mean(np.asarray(between_time, dtype=float), weights)
     return out
+
+
+def _mean(values: np.ndarray, weights: Optional[np.ndarray]) -> np.ndarray:
+    """Column means over the finite rows, weighted; NaN for a column without any."""
+    w = np.ones(values.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    w = np.where(np.isfinite(values), w[:, None], 0.0)
+    total = np.nansum(values * w, axis=0) if values.size else np.zeros(values.shape[1:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w.sum(axis=0) > 0, total / w.sum(axis=0), np.nan)
 
 
 def stragglers(values: np.ndarray, ratio: float = STRAGGLER_RATIO,
@@ -88,9 +98,9 @@ def spread(step_time: np.ndarray) -> np.ndarray:
         return np.nanmax(step_time, axis=1) - np.nanmin(step_time, axis=1)
 
 
-def figure(steps: Sequence[int], ranks: Sequence[str], step_time: np.ndarray,
-           compute_time: Optional[np.ndarray] = None, loss: Optional[np.ndarray] = None,
-           step: Optional[int] = None, between_time: Optional[np.ndarray] = None) -> dict:
+def rank_figure(steps: Sequence[int], ranks: Sequence[str], step_time: np.ndarray,
+                compute_time: Optional[np.ndarray] = None, loss: Optional[np.ndarray] = None,
+                step: Optional[int] = None, between_time: Optional[np.ndarray] = None) -> dict:
     """The panel's figure: step time per rank (ms) with the min..max band across ranks; mean
     compute and between-steps time per rank as stacked bars, stragglers named; the loss per
     rank when given. ``step`` draws a cursor at the selected step."""
@@ -133,7 +143,7 @@ def figure(steps: Sequence[int], ranks: Sequence[str], step_time: np.ndarray,
                  "hovertemplate": "%{x}: %{y:.3g} ms<extra></extra>"})
     layout["barmode"] = "stack"
     notes = [_title("y", "step time per rank (ms), band: slowest - fastest")]
-    verdict = _verdict(slow_compute, slow_between, slow_step, stats)
+    verdict = verdict_text(slow_compute, slow_between, slow_step, stats)
     notes.append(_title("y2", f"mean per rank (ms): {verdict}"))
     if loss is not None:
         loss = np.asarray(loss, dtype=float)
@@ -159,7 +169,8 @@ def placeholder(message: str) -> dict:
             "meta": {"placeholder": message}}
 
 
-def _verdict(slow_compute, slow_between, slow_step, stats) -> str:
+def verdict_text(slow_compute, slow_between, slow_step, stats) -> str:
+    """One line naming the slowest straggler of each kind, or "no straggler"."""
     parts = []
     for label, slow, values in (("compute", slow_compute, stats["compute"]),
                                 ("between steps", slow_between, stats["between"]),

@@ -37,6 +37,13 @@ def test_rank_stats_and_spread_against_brute_force():
         assert np.isclose(ranks.spread(step)[i], max(row) - min(row))
 
 
+def test_weighted_means_of_downsampled_rows():
+    """A row that stands for 4 steps weighs 4 times a raw row."""
+    values = np.array([[1.0, np.nan], [3.0, 2.0]])
+    stats = ranks.rank_stats(values, weights=np.array([1, 4]))
+    assert np.allclose(stats["step"], [(1 * 1 + 3 * 4) / 5, 2.0])
+
+
 def test_stragglers_need_both_ratio_and_absolute_excess():
     assert ranks.stragglers(np.array([0.010, 0.010, 0.010, 0.020])) == [3]
     assert ranks.stragglers(np.array([1e-4, 1e-4, 5e-4])) == []  # 5x but only 0.4 ms
@@ -47,7 +54,7 @@ def test_stragglers_need_both_ratio_and_absolute_excess():
 def test_figure_draws_every_rank_the_spread_and_names_the_straggler():
     step, compute = times()
     loss = np.array([[1.0, 1.1, 0.9]] * 4)
-    fig = ranks.figure([0, 1, 2, 3], ["0", "1", "2"], step, compute, loss=loss, step=2)
+    fig = ranks.rank_figure([0, 1, 2, 3], ["0", "1", "2"], step, compute, loss=loss, step=2)
     json.dumps(fig, allow_nan=False)  # plain JSON: NaN went to None
     traces = fig["data"]
     band = traces[0]
@@ -69,10 +76,10 @@ def test_figure_draws_every_rank_the_spread_and_names_the_straggler():
 
 def test_many_ranks_draw_the_median_and_no_data_says_why():
     step = np.full((5, 40), 0.01)
-    fig = ranks.figure(range(5), [str(r) for r in range(40)], step)
+    fig = ranks.rank_figure(range(5), [str(r) for r in range(40)], step)
     names = [t["name"] for t in fig["data"]]
     assert "median rank" in names and "rank 0" not in names
-    empty = ranks.figure([], [], np.zeros((0, 0)))
+    empty = ranks.rank_figure([], [], np.zeros((0, 0)))
     assert empty["meta"]["placeholder"] == ranks.MISSING
 
 

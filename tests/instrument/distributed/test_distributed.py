@@ -305,8 +305,8 @@ def test_the_rank_panel_names_a_straggler_in_a_real_run(tmp_path):
     assert stats["between"][1] > 0.04 > stats["between"][0]
     sync = layer_table(run, Keys.RANK_SYNC_TIME).iloc[2:]
     assert sync["0"].median() > sync["1"].median()  # rank 0 waited for rank 1
-    fig = panel.figure(step_time.index, list(step_time.columns), step_time.to_numpy(),
-                       compute.to_numpy(), between_time=between.to_numpy())
+    fig = panel.rank_figure(step_time.index, list(step_time.columns), step_time.to_numpy(),
+                            compute.to_numpy(), between_time=between.to_numpy())
     assert fig["meta"]["stragglers"] == [1]
 
 
