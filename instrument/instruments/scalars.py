@@ -26,6 +26,7 @@ class UserScalars(Instrument):
         self.buffer = buffer
         self.slots: dict = {}  # key -> (section, index)
         self.sections: list = []
+        self._valid: set = set()  # keys already checked
         self.begin_step(0)
 
     def begin_step(self, step):
@@ -37,16 +38,23 @@ class UserScalars(Instrument):
 
     def log(self, key: str, value) -> None:
         """Record ``value`` under ``key`` for the current step (see the module docstring)."""
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"log() keys must be non-empty strings, got {key!r}")
-        if Keys.is_builtin_scalar(key):
-            raise ValueError(f"log(): {key!r} is a name avionics records itself; pick another")
+        if key not in self._valid:
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"log() keys must be non-empty strings, got {key!r}")
+            if Keys.is_builtin_scalar(key):
+                raise ValueError(f"log(): {key!r} is a name avionics records itself; "
+                                 "pick another")
+            self._valid.add(key)
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.is_complex():
                 raise ValueError(f"log({key}=...) takes a real scalar; got a tensor of shape "
                                  f"{tuple(value.shape)}. Reduce it first (e.g. .mean()).")
             sec, i = self._slot(key)
-            sec.view[i].add_(value.detach().reshape(()).to(sec.view.device, non_blocking=True))
+            target = sec.view[i]
+            value = value.detach().reshape(())
+            if value.device != target.device:
+                value = value.to(target.device, non_blocking=True)
+            target.add_(value)
             self._dev_counts[key] = self._dev_counts.get(key, 0) + 1
         elif isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, bool):
             acc = self._host.setdefault(key, [0.0, 0])
