@@ -79,6 +79,9 @@ class Monitor:
             guard.call(inst, "setup", self.buffer)
         if reducer is not None:
             reducer.setup(self.buffer)  # its own sections, before the layout is fixed
+        self._implements = {i: {h for h in (*HOOKS, "snapshot") if i.overrides(h)}
+                            for i in instruments}
+        self._dispatch_cache: dict = {}  # active instruments -> {hook: [instruments]}
         self.buffer.allocate()
         self.step_index = 0  # the step the current iteration performs
         self._after_step = False  # the optimizer stepped; the next forward starts a new step
@@ -190,12 +193,16 @@ class Monitor:
             if not torch.is_grad_enabled() or self._closed:
                 return None
             self._touch()
-            with torch.no_grad():
-                for inst in dispatch:
-                    if not inst.disabled:
+            if dispatch:
+                with torch.no_grad():
+                    for inst in dispatch:
+                        if inst.disabled:
+                            continue
                         self._touched.add(inst)
-                        self.guard.call(inst, "forward", index, module, output,
-                                        step=self.step_index)
+                        try:
+                            inst.forward(index, module, output)
+                        except Exception as exc:  # fail open (strict re-raises)
+                            self.guard.fail(inst, "forward", exc, self.step_index)
             return None  # never replace the module's output
 
         return hook
@@ -226,20 +233,33 @@ class Monitor:
         step = self.step_index
         self._active = [i for i in self.instruments
                         if not i.disabled and self.schedules[i.name](step)]
+        key = tuple(id(i) for i in self._active)
+        lists = self._dispatch_cache.get(key)
+        if lists is None:
+            lists = self._dispatch_cache[key] = {
+                h: [i for i in self._active if h in self._implements[i]] for h in HOOKS}
         for hook in HOOKS:
-            self._dispatch[hook][:] = [i for i in self._active if i.overrides(hook)]
+            self._dispatch[hook][:] = lists[hook]
         self.buffer.reset()
         self._open = True
         self._touched = set()  # instruments whose hooks ran at this step
         self._run("begin_step", step)
 
     def _run(self, hook: str, *args) -> None:
+        insts = self._dispatch[hook]
+        if not insts:
+            return
+        measuring = hook in MEASURING
         with torch.no_grad():
-            for inst in self._dispatch[hook]:
-                if not inst.disabled:
-                    if hook in MEASURING:
-                        self._touched.add(inst)
-                    self.guard.call(inst, hook, *args, step=self.step_index)
+            for inst in insts:
+                if inst.disabled:
+                    continue
+                if measuring:
+                    self._touched.add(inst)
+                try:
+                    getattr(inst, hook)(*args)
+                except Exception as exc:  # fail open (strict re-raises)
+                    self.guard.fail(inst, hook, exc, self.step_index)
 
     def _commit(self) -> None:
         if not self._open:
@@ -259,7 +279,8 @@ class Monitor:
         if not parts:
             return
         copy = self.buffer.to_host()
-        infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)) for i in parts]
+        infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)
+                  if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
                                       dict(self.buffer.sections), self.guard, select))
 

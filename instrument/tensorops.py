@@ -68,7 +68,9 @@ def write_at(view: torch.Tensor, cache: IndexCache, indices: Sequence[int],
     """``view[indices] = stack(values)`` on the device (values may live on other devices)."""
     if not values:
         return
-    stacked = torch.stack([v.to(view.device, non_blocking=True) for v in values])
+    device = view.device
+    stacked = torch.stack([v if v.device == device else v.to(device, non_blocking=True)
+                           for v in values])
     if len(indices) == view.shape[0] and list(indices) == list(range(view.shape[0])):
         view.copy_(stacked)
     else:

@@ -46,6 +46,7 @@ class UserScalars(Instrument):
         self.buffer = buffer
         self.slots: dict = {}  # key -> (section, index)
         self.sections: list = []
+        self._valid: set = set()  # keys already checked
         self.begin_step(0)
         self._keyed_info = {}
         self._dropped: set = set()
@@ -63,10 +64,13 @@ class UserScalars(Instrument):
 
     def log(self, key: str, value) -> None:
         """Record ``value`` under ``key`` for the current step (see the module docstring)."""
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"log() keys must be non-empty strings, got {key!r}")
-        if Keys.is_builtin_scalar(key):
-            raise ValueError(f"log(): {key!r} is a name avionics records itself; pick another")
+        if key not in self._valid:
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"log() keys must be non-empty strings, got {key!r}")
+            if Keys.is_builtin_scalar(key):
+                raise ValueError(f"log(): {key!r} is a name avionics records itself; "
+                                 "pick another")
+            self._valid.add(key)
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.is_complex():
                 raise ValueError(f"log({key}=...) takes a real scalar; got a tensor of shape "
@@ -75,7 +79,10 @@ class UserScalars(Instrument):
             if sec is None:
                 return
             target = sec.view[i, SUM] if self.keyed else sec.view[i]
-            target.add_(value.detach().reshape(()).to(sec.view.device, non_blocking=True))
+            value = value.detach().reshape(())
+            if value.device != target.device:
+                value = value.to(target.device, non_blocking=True)
+            target.add_(value)
             self._dev_counts[key] = self._dev_counts.get(key, 0) + 1
         elif isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, bool):
             if self.keyed and self._slot(key)[0] is None:
