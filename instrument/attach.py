@@ -10,6 +10,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
+from instrument import distributed
 from instrument.context import Context
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
@@ -29,7 +30,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5, dashboard: Union[bool, int] = False) -> Monitor:
+          flush_interval: float = 0.5, per_rank: bool = False,
+          dashboard: Union[bool, int] = False) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -59,9 +61,14 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
         flush_interval: seconds between writes; a killed process loses at most about this.
+        per_rank: under torch.distributed, each rank also writes its own store in
+            ``<run>/ranks/rank-<rank>/`` (its step times, loss, activation statistics and
+            NaN events on its own data). Rank 0 writes the run store either way; every rank
+            must call ``watch()`` and ``close()`` (see docs/distributed.md).
         dashboard: also serve the dashboard of the run directory's parent from a separate
-            process and print its URL (an int picks the port). It serves until this process
-            exits, after ``close()`` too; ``monitor.dashboard.wait()`` keeps it up until Ctrl+C.
+            process and print its URL (an int picks the port; under torch.distributed only
+            rank 0 serves). It serves until this process exits, after ``close()`` too;
+            ``monitor.dashboard.wait()`` keeps it up until Ctrl+C.
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -79,9 +86,15 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     port = type(dashboard) is int and 0 < dashboard < 65536
     if not (dashboard is True or dashboard is False or dashboard is None or port):
         raise ValueError(f"dashboard must be True, False or a port number, got {dashboard!r}")
-    run_dir = _prepare_run_dir(run, overwrite)
     ctx = Context.build(model, optimizer, loss_fn)
+    # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
+    # collective); None otherwise, and nothing distributed happens
+    session = distributed.join(ctx, lambda: _prepare_run_dir(run, overwrite),
+                               per_rank=per_rank, strict=strict)
+    run_dir = session.run_dir if session else _prepare_run_dir(run, overwrite)
     instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
+    if session:
+        instruments = session.configure(instruments)
     sched = {i.name: as_schedule(resolved.get(i.name, resolved.get("*", i.default_schedule)),
                                  f"schedules[{i.name!r}]") for i in instruments}
     sched["scalars"] = as_schedule(1)  # logging is explicit: always on
@@ -96,11 +109,20 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "versions": versions(),
         "host": host_summary(ctx.device),
     }
-    writer = StoreWriter(store_path(run_dir), meta, flush_interval=flush_interval,
-                         strict=strict)
+
+    def open_store(path, meta):
+        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict)
+
+    if session:
+        session.annotate(meta)
+        writer = session.open_writer(open_store, meta)  # rank 0: the run store
+    else:
+        writer = open_store(store_path(run_dir), meta)
     guard = Guard(strict, report=writer.submit)
-    monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir)
-    if dashboard is not False and dashboard is not None:
+    monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir,
+                      reducer=session.reducer if session else None)
+    serves = session is None or session.writes_run_store  # one server per job: rank 0's
+    if dashboard is not False and dashboard is not None and serves:
         monitor.dashboard = _start_dashboard(run_dir, dashboard, strict)
     return monitor
 

@@ -46,12 +46,12 @@ class AdaptiveLR(Instrument):
 
     @classmethod
     def applies(cls, ctx):
-        return second_moment_kind(ctx.optimizer) is not None
+        return bool(ctx.opt_params) and second_moment_kind(ctx.optimizer) is not None
 
     def setup(self, buffer):
         self.kind = second_moment_kind(self.ctx.optimizer)
         self.sec = buffer.add("adaptive_lr", (len(self.ctx.params), len(QUANTILES)),
-                              reduce="replicated")
+                              reduce="shard_local")  # percentiles of shards do not combine
         self.cache = IndexCache(buffer.device)
         self._samples: dict = {}
         self._gen = None
