@@ -32,37 +32,37 @@ def bucket_size(level: int, base: int) -> int:
     return int(base) ** int(level)
 
 
-def complete_buckets(steps: np.ndarray, values: np.ndarray, size: int,
-                     last_step: int) -> tuple:
-    """Aggregate raw rows into the pyramid's buckets of ``size`` steps, complete ones only.
+def tail_buckets(steps: np.ndarray, values: np.ndarray, size: int, last_step: int) -> tuple:
+    """Aggregate the raw rows a live poll found into the pyramid's buckets of ``size`` steps.
 
-    A bucket ``b`` covers steps ``[b * size, (b + 1) * size)``. It is complete when the run has
-    reached its last step (``last_step >= (b + 1) * size - 1``); rows of the bucket still being
-    filled are left for a later call. NaN (not recorded) is ignored inside a bucket.
+    A bucket ``b`` covers steps ``[b * size, (b + 1) * size)``. It is complete once the run
+    has logged its last step (``last_step >= (b + 1) * size - 1``); the bucket still being
+    filled comes last, so the page shows the newest steps at once and replaces that point at
+    the next poll. Rows after ``last_step`` are left for later. NaN (not recorded) is ignored
+    inside a bucket.
 
     Args:
         steps: increasing steps of the rows, shape ``[n]``.
         values: the rows, shape ``[n]`` or ``[n, layers]``.
-        size: bucket width in steps (1 = keep raw rows).
+        size: bucket width in steps (1 = raw rows, never partial).
         last_step: the last step the run has logged.
 
     Returns:
-        ``(step, mean, min, max, consumed)``: per complete bucket its last step present and the
-        aggregates (same trailing shape as ``values``), and the last step consumed (the new
-        cursor), or None when no bucket is complete.
+        ``(step, mean, min, max, complete, consumed)``: per bucket its last step present and
+        the aggregates (same trailing shape as ``values``); how many of them are complete (the
+        rest, at most one, is still filling); and the last step of the last complete bucket
+        (the new cursor), or None when no bucket is complete.
     """
     steps = np.asarray(steps, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
-    if size <= 1:
-        keep = steps <= last_step
-        s, v = steps[keep], values[keep]
-        return s, v, v, v, (int(s[-1]) if s.size else None)
-    ids = steps // size
-    done = (ids + 1) * size - 1 <= last_step
-    steps, values, ids = steps[done], values[done], ids[done]
+    keep = steps <= last_step
+    steps, values = steps[keep], values[keep]
     if steps.size == 0:
         empty = values[:0]
-        return steps, empty, empty, empty, None
+        return steps, empty, empty, empty, 0, None
+    if size <= 1:
+        return steps, values, values, values, len(steps), int(steps[-1])
+    ids = steps // size
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
     finite = ~np.isnan(values)
@@ -72,9 +72,10 @@ def complete_buckets(steps: np.ndarray, values: np.ndarray, size: int,
         mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         mn = np.fmin.reduceat(values, starts, axis=0)
         mx = np.fmax.reduceat(values, starts, axis=0)
-    last = steps[ends - 1]
-    consumed = int((ids[-1] + 1) * size - 1)
-    return last, mean, mn, mx, consumed
+    bucket_ids = ids[starts]
+    complete = int(np.count_nonzero((bucket_ids + 1) * size - 1 <= last_step))
+    consumed = int((bucket_ids[complete - 1] + 1) * size - 1) if complete else None
+    return steps[ends - 1], mean, mn, mx, complete, consumed
 
 
 def ema(values: Sequence[float], weight: float = settings.EMA_WEIGHT,

@@ -10,9 +10,9 @@ Each panel owns a small state (a ``dcc.Store`` next to its graph) written at eve
 ``bars``     ``[trace index, meta["at_step"]]`` of the bars that follow the replay step.
 ``cursors``  indices of the cursor lines in ``layout.shapes``.
 
-Live appends reuse the pyramid's bucket width of each line (raw rows for short runs), add only
-complete buckets, and fall back to a full (coarser) render when a line would pass
-``MAX_TRACE_POINTS`` or the run got too far ahead. All of this runs on the server; the browser
+Live appends reuse the pyramid's bucket width of each line (raw rows for short runs); the
+bucket still filling is drawn at once and replaced at the next poll. A line that would pass
+``MAX_TRACE_POINTS``, or a run too far ahead, gets a full (coarser) render instead. All of this runs on the server; the browser
 only applies the returned figure or ``Patch``.
 """
 
@@ -127,8 +127,12 @@ def _needs_render(panel, state: dict, heads: Optional[dict], now: float) -> bool
 def append(patch: Patch, state: dict, catalog, heads: dict) -> Optional[bool]:
     """Extend every appendable trace with the rows its run logged after the trace's cursor.
 
+    Rows are aggregated into buckets of the trace's width (see
+    :func:`dashboard.downsample.tail_buckets`). A bucket still filling is drawn as the last
+    point and marked ``open``; the next poll replaces that point, then extends.
+
     Returns:
-        True if something was appended, False if nothing was new, None if the panel must be
+        True if something was sent, False if nothing was new, None if the panel must be
         re-rendered instead (a line would pass ``MAX_TRACE_POINTS``, or the run is more than
         ``LIVE_APPEND_ROWS`` rows ahead).
     """
@@ -140,8 +144,8 @@ def append(patch: Patch, state: dict, catalog, heads: dict) -> Optional[bool]:
     changed = False
     for (run_id, key, kind), entries in groups.items():
         head = (heads.get(run_id) or {}).get("last")
-        cursor = entries[0][1]["cursor"]
-        if head is None or (cursor is not None and head <= cursor):
+        cursor, seen = entries[0][1]["cursor"], entries[0][1].get("seen")
+        if head is None or (seen is not None and head <= seen):
             continue
         run = opened.get(run_id) or opened.setdefault(run_id, catalog.try_open(run_id)[0])
         if run is None:
@@ -151,25 +155,49 @@ def append(patch: Patch, state: dict, catalog, heads: dict) -> Optional[bool]:
         if len(steps) >= settings.LIVE_APPEND_ROWS:
             return None
         size = entries[0][1]["size"]
-        last, mean, mn, mx, consumed = downsample.complete_buckets(steps, values, size, head)
-        if consumed is None:
-            continue
+        found = downsample.tail_buckets(steps, values, size, head)
         columns = _columns(run, key, kind, entries)
         for entry in entries:
-            index, tag, points = entry
-            if points + len(last) > settings.MAX_TRACE_POINTS:
+            sent = _extend(patch, entry, found, kind, columns, head)
+            if sent is None:
                 return None
-            pick = {"mean": mean, "min": mn, "max": mx}[tag["stat"]]
-            y = pick if kind == schema.SCALAR else pick[:, columns[tag["layer"]]]
-            if tag.get("ema") is not None:
-                y, tag["ema"] = downsample.ema(y, counts=np.full(len(y), size), state=tag["ema"])
-            if len(last):
-                patch["data"][index]["x"].extend(downsample.int_list(last))
-                patch["data"][index]["y"].extend(downsample.round_sig(y))
-                changed = True
-            tag["cursor"] = consumed
-            entry[2] = points + len(last)
+            changed |= sent
     return changed
+
+
+def _extend(patch: Patch, entry: list, found: tuple, kind: str, columns: dict,
+            head: int) -> Optional[bool]:
+    """Send one trace's new buckets: replace its open last point, extend with the rest."""
+    index, tag, points = entry
+    last, mean, mn, mx, complete, consumed = found
+    tag["seen"] = head
+    if not len(last):
+        return False
+    pick = {"mean": mean, "min": mn, "max": mx}[tag["stat"]]
+    y = pick if kind == schema.SCALAR else pick[:, columns[tag["layer"]]]
+    if tag.get("ema") is not None:  # the open bucket must not enter the saved EMA state
+        done, tag_state = downsample.ema(y[:complete], counts=np.full(complete, tag["size"]),
+                                         state=tag["ema"])
+        rest, _ = downsample.ema(y[complete:], counts=np.full(len(y) - complete, tag["size"]),
+                                 state=tag_state)
+        y, tag["ema"] = np.r_[done, rest], tag_state
+    x, y = downsample.int_list(last), downsample.round_sig(y)
+    start = 0
+    if tag.get("open"):  # the bucket that was still filling is the first one now
+        patch["data"][index]["x"][points - 1] = x[0]
+        patch["data"][index]["y"][points - 1] = y[0]
+        start = 1
+    total = points + len(x) - start
+    if total > settings.MAX_TRACE_POINTS:
+        return None
+    if len(x) > start:
+        patch["data"][index]["x"].extend(x[start:])
+        patch["data"][index]["y"].extend(y[start:])
+    if consumed is not None:
+        tag["cursor"] = consumed
+    tag["open"] = complete < len(x)
+    entry[2] = total
+    return True
 
 
 def _columns(run, key: str, kind: str, entries: list) -> dict:

@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 from instrument.store import schema
-from instrument.store.reader import store_path
+from instrument.store.errors import StoreError
+from instrument.store.reader import load, store_path
 from instrument.store.records import Event, LayerValues, StepData
 from instrument.store.writer import StoreWriter
 
@@ -109,8 +110,9 @@ def _sparse(rng, params, modules, gn, lr, progress, dying) -> dict:
     }
 
 
-VERSION = 1
-"""Bumped when :func:`write` changes what it writes, so cached runs are made again."""
+VERSION = 2
+"""Bumped when :func:`write` or the store format changes, so cached runs are made again
+(2: scalars in one wide series)."""
 
 
 def cached(steps: int = 1_000_000, layers: int = 200, every: int = 100,
@@ -127,7 +129,7 @@ def cached(steps: int = 1_000_000, layers: int = 200, every: int = 100,
         tempfile.gettempdir(), "avionics-bench")
     name = f"synthetic-{steps}x{layers}-every{every}-v{VERSION}"
     final = os.path.join(root, name, "run")
-    if os.path.isfile(os.path.join(final, "complete")):
+    if os.path.isfile(os.path.join(final, "complete")) and _usable(final, steps):
         return final
     os.makedirs(root, exist_ok=True)
     work = tempfile.mkdtemp(prefix=name + ".", dir=root)  # atomic: write, then rename
@@ -139,6 +141,15 @@ def cached(steps: int = 1_000_000, layers: int = 200, every: int = 100,
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         os.rename(work, os.path.join(root, name))
     return final
+
+
+def _usable(run_dir: str, steps: int) -> bool:
+    """A cached run this avionics reads as written: every step, and the scalars."""
+    try:
+        run = load(run_dir, integrity=False)
+        return run.step_range() == (0, steps - 1) and Keys.LOSS in run.keys(schema.SCALAR)
+    except StoreError:
+        return False
 
 
 def main(argv=None) -> None:

@@ -28,7 +28,6 @@ from dashboard import downsample, settings
 from dashboard.figures import run_colour
 from instrument.store import schema
 from instrument.store.errors import StoreError
-from instrument.store.reader import Downsampled
 
 READ_ERRORS = (StoreError, sqlite3.Error, OSError, ValueError, KeyError)
 """What reading a run can raise when the store is bad or changes underneath us (a run deleted,
@@ -179,29 +178,13 @@ def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: 
         ds = run.series(need.key, need.kind, start=item.first_step, stop=stop,
                         max_points=budget)
         if ds is not None:
-            item.series[need.key] = _complete(ds, stop, item.base)
-
-
-def _complete(ds: Downsampled, stop: int, base: int) -> Downsampled:
-    """Drop a last bucket the run is still filling, so live appends continue without overlap."""
-    size = downsample.bucket_size(ds.level, base)
-    if size == 1 or ds.step.size == 0:
-        return ds
-    keep = (ds.first_step // size + 1) * size - 1 <= stop
-    if keep.all():
-        return ds
-    return Downsampled(ds.key, ds.level, ds.step[keep], ds.first_step[keep], ds.count[keep],
-                       ds.mean[keep], ds.min[keep], ds.max[keep], ds.layers)
+            item.series[need.key] = ds
 
 
 def cursor_of(item: RunInput, key: str) -> Optional[int]:
-    """The last step a rendered series covers: appends continue after it."""
-    size = item.bucket(key)
-    if item.last_step is None:
-        return None
-    if size == 1:
-        return item.last_step
-    return (item.last_step + 1) // size * size - 1
+    """The last step a rendered series covers (its run's last step when it was read, every
+    step up to it final): live appends continue after it."""
+    return item.last_step
 
 
 def _message(exc: Exception) -> str:

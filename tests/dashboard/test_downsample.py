@@ -27,45 +27,50 @@ def test_budgets_stay_within_the_limits():
 
 
 def _brute_buckets(steps, values, size, last_step):
-    """Complete buckets by a plain loop over bucket ids."""
+    """Buckets of the rows up to ``last_step`` by a plain loop: (last step, mean, min, max,
+    complete?)."""
     out = []
-    ids = sorted({s // size for s in steps})
-    for b in ids:
-        if (b + 1) * size - 1 > last_step:
-            continue
-        rows = [(s, v) for s, v in zip(steps, values) if s // size == b]
-        vals = np.array([v for _, v in rows], dtype=float)
-        out.append((rows[-1][0], np.nanmean(vals, axis=0), np.nanmin(vals, axis=0),
-                    np.nanmax(vals, axis=0)))
+    rows = [(s, v) for s, v in zip(steps, values) if s <= last_step]
+    for b in sorted({s // size for s, _ in rows}):
+        part = [(s, v) for s, v in rows if s // size == b]
+        vals = np.array([v for _, v in part], dtype=float)
+        out.append((part[-1][0], np.nanmean(vals, axis=0), np.nanmin(vals, axis=0),
+                    np.nanmax(vals, axis=0), (b + 1) * size - 1 <= last_step))
     return out
 
 
 @pytest.mark.parametrize("size", [1, 4, 16])
-def test_complete_buckets_match_a_loop(size):
+def test_tail_buckets_match_a_loop(size):
     rng = np.random.default_rng(size)
     steps = np.sort(rng.choice(np.arange(100, 400), 150, replace=False))
     values = rng.normal(size=(150, 3))
     values[rng.random((150, 3)) < 0.1] = np.nan
     values[:, 2] = np.nan  # a layer never recorded
-    last_step = int(steps[-1]) - 5
+    last_step = int(steps[-1]) - 5  # the last rows are not logged yet as far as we know
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         expected = _brute_buckets(list(steps), list(values), size, last_step)
-    got_steps, mean, mn, mx, consumed = downsample.complete_buckets(steps, values, size,
-                                                                  last_step)
+    got_steps, mean, mn, mx, complete, consumed = downsample.tail_buckets(
+        steps, values, size, last_step)
     assert list(got_steps) == [e[0] for e in expected]
     np.testing.assert_allclose(mean, np.array([e[1] for e in expected]), equal_nan=True)
     np.testing.assert_allclose(mn, np.array([e[2] for e in expected]), equal_nan=True)
     np.testing.assert_allclose(mx, np.array([e[3] for e in expected]), equal_nan=True)
+    assert complete == sum(e[4] for e in expected)
+    assert all(e[4] for e in expected[:complete]) and not any(e[4] for e in expected[complete:])
+    assert len(expected) - complete <= 1  # at most one bucket still filling, the last one
     if size == 1:
         assert consumed == max(s for s in steps if s <= last_step)
     else:
         assert consumed == (last_step + 1) // size * size - 1
 
 
-def test_complete_buckets_none_complete():
+def test_tail_buckets_only_one_filling():
     steps = np.array([8, 9, 10])
-    _, mean, _, _, consumed = downsample.complete_buckets(steps, np.ones(3), 16, 10)
-    assert consumed is None and len(mean) == 0
+    got, mean, _, _, complete, consumed = downsample.tail_buckets(steps, np.arange(3.0), 16, 10)
+    assert complete == 0 and consumed is None
+    assert list(got) == [10] and list(mean) == [1.0]
+    empty = downsample.tail_buckets(steps, np.ones(3), 16, 5)
+    assert len(empty[0]) == 0 and empty[4:] == (0, None)
 
 
 def _brute_ema(values, weight, counts):

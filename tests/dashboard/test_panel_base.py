@@ -69,20 +69,20 @@ def test_bad_and_unknown_runs_carry_a_message(catalog, tmp_path):
     assert "no run named" in items[2].error
 
 
-def test_downsampled_series_drop_the_bucket_still_filling(tmp_path, monkeypatch):
+def test_downsampled_series_cover_the_whole_range(tmp_path, monkeypatch):
     writer = stores.write_run(str(tmp_path / "r"), steps=203, close=False)
     try:
         monkeypatch.setattr(settings, "MAX_TRACE_POINTS", 60)
         monkeypatch.setattr(settings, "MAX_FIGURE_POINTS", 60)
         item, = base.load(scalars, RunCatalog(str(tmp_path)), View(["r"]))
         ds = item.series["loss"]
-        size = item.bucket("loss")
-        assert ds.level > 0 and size == 4 ** ds.level
-        # complete buckets only: the last one ends at or before step 202
-        assert ((ds.first_step // size + 1) * size - 1 <= 202).all()
-        assert base.cursor_of(item, "loss") == 203 // size * size - 1
-        means = [np.mean(stores.loss(np.arange(b * size, (b + 1) * size)))
-                 for b in ds.first_step // size]
+        assert ds.level > 0 and item.bucket("loss") == 4 ** ds.level
+        assert len(ds.step) <= 60
+        # up to the last step, with every point the mean of the steps it stands for
+        assert ds.step[-1] == 202 and base.cursor_of(item, "loss") == 202
+        means = [np.mean(stores.loss(np.arange(a, b + 1))) for a, b in zip(ds.first_step,
+                                                                           ds.step)]
         np.testing.assert_allclose(ds.mean, means, rtol=1e-9)
+        assert (ds.first_step[1:] == ds.step[:-1] + 1).all()  # no gap, no overlap
     finally:
         writer.close()

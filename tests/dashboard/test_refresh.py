@@ -84,8 +84,13 @@ def test_ema_line_continues_as_if_computed_at_once(live):
     np.testing.assert_allclose(y, whole, rtol=1e-5)
 
 
-def test_bucketed_lines_append_complete_buckets(tmp_path, monkeypatch):
-    monkeypatch.setattr(settings, "MAX_TRACE_POINTS", 60)
+def _assigned(patch, index: int, field: str) -> dict:
+    return {op["location"][3]: op["params"]["value"] for op in _ops(patch)
+            if op["operation"] == "Assign" and op["location"][:3] == ["data", index, field]}
+
+
+def test_bucketed_lines_append_buckets_and_replace_the_open_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "MAX_TRACE_POINTS", 70)  # renders ask for 64: room to append
     monkeypatch.setattr(settings, "MAX_FIGURE_POINTS", 60)
     writer = stores.write_run(str(tmp_path / "r"), steps=203, close=False)
     try:
@@ -93,24 +98,54 @@ def test_bucketed_lines_append_complete_buckets(tmp_path, monkeypatch):
         first = refresh.render(scalars, cat, view, {"r": cat.head("r")})
         i, lo = _trace_index(first.figure, "loss"), _trace_index(first.figure, "loss", "min")
         assert first.figure["data"][i]["meta"]["live"]["size"] == 4
-        assert first.figure["data"][i]["x"][-1] == 199  # bucket 200..203 is still filling
+        assert first.figure["data"][i]["x"][-1] == 202  # the whole run, tail included
+        n = len(first.figure["data"][i]["x"])
         _grow(writer, 203, 230)
         out = refresh.refresh(scalars, cat, {"heads"}, view, {"r": cat.head("r")}, first.state)
-        buckets = range(50, 57)  # complete now: 200..203 up to 224..227
-        assert _extended(out.figure, i, "x") == [b * 4 + 3 for b in buckets]
-        expect = [stores.loss(np.arange(b * 4, b * 4 + 4)) for b in buckets]
-        np.testing.assert_allclose(_extended(out.figure, i, "y"), [e.mean() for e in expect],
-                                   rtol=1e-5)
-        np.testing.assert_allclose(_extended(out.figure, lo, "y"), [e.min() for e in expect],
-                                   rtol=1e-5)
-        assert out.state["live"][i][1]["cursor"] == 227
+        # step 203 ends bucket 50; buckets 51..56 are whole; 228..229 is still filling
+        groups = [[203]] + [list(range(b * 4, b * 4 + 4)) for b in range(51, 57)] + [[228, 229]]
+        assert _extended(out.figure, i, "x") == [g[-1] for g in groups]
+        np.testing.assert_allclose(_extended(out.figure, i, "y"),
+                                   [stores.loss(np.array(g)).mean() for g in groups], rtol=1e-5)
+        np.testing.assert_allclose(_extended(out.figure, lo, "y"),
+                                   [stores.loss(np.array(g)).min() for g in groups], rtol=1e-5)
+        tag = out.state["live"][i][1]
+        assert (tag["cursor"], tag["open"], out.state["live"][i][2]) == (227, True, n + 8)
+        # next poll: the open point is replaced by the now whole bucket, then one more follows
+        _grow(writer, 230, 233)
+        nxt = refresh.refresh(scalars, cat, {"heads"}, view, {"r": cat.head("r")}, out.state)
+        assert _assigned(nxt.figure, i, "x") == {n + 7: 231}
+        assert _assigned(nxt.figure, i, "y")[n + 7] == pytest.approx(
+            stores.loss(np.arange(228, 232)).mean(), rel=1e-5)
+        assert _extended(nxt.figure, i, "x") == [232]
+        assert nxt.state["live"][i][2] == n + 9 and nxt.state["live"][i][1]["cursor"] == 231
         # past MAX_TRACE_POINTS the panel is drawn again, coarser, instead of appended to
-        _grow(writer, 230, 600)
-        again = refresh.refresh(scalars, cat, {"heads"}, view, {"r": cat.head("r")}, out.state)
+        _grow(writer, 233, 600)
+        again = refresh.refresh(scalars, cat, {"heads"}, view, {"r": cat.head("r")}, nxt.state)
         assert isinstance(again.figure, dict)
         j = _trace_index(again.figure, "loss")
         assert again.figure["data"][j]["meta"]["live"]["size"] == 16
         assert len(again.figure["data"][j]["x"]) <= settings.MAX_TRACE_POINTS
+    finally:
+        writer.close()
+
+
+def test_ema_of_an_open_bucket_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "MAX_TRACE_POINTS", 60)
+    monkeypatch.setattr(settings, "MAX_FIGURE_POINTS", 60)
+    writer = stores.write_run(str(tmp_path / "r"), steps=203, close=False)
+    try:
+        cat, view = RunCatalog(str(tmp_path)), View(["r"], options=(scalars.EMA,))
+        first = refresh.render(scalars, cat, view, {"r": cat.head("r")})
+        i = _trace_index(first.figure, "loss", ema=True)
+        state0 = first.state["live"][i][1]["ema"]
+        _grow(writer, 203, 210)  # 203 | 204..207 | 208..209 (open)
+        out = refresh.refresh(scalars, cat, {"heads"}, view, {"r": cat.head("r")}, first.state)
+        means = [stores.loss(np.array(g)).mean() for g in ([203], range(204, 208), [208, 209])]
+        expect, kept = downsample.ema(means[:2], counts=[4, 4], state=state0)
+        tail, _ = downsample.ema(means[2:], counts=[4], state=kept)
+        np.testing.assert_allclose(_extended(out.figure, i, "y"), np.r_[expect, tail], rtol=1e-5)
+        np.testing.assert_allclose(out.state["live"][i][1]["ema"], kept)
     finally:
         writer.close()
 
