@@ -228,6 +228,8 @@ def run_colour(index: int) -> str:
 
 def _rgba(hex_colour: str, alpha: float) -> str:
     h = hex_colour.lstrip("#")
+    if len(h) == 3:  # "#abc" is "#aabbcc"
+        h = "".join(c * 2 for c in h)
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r}, {g}, {b}, {alpha})"
 
