@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -30,7 +30,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5, per_rank: bool = False) -> Monitor:
+          flush_interval: float = 0.5, per_rank: bool = False,
+          dashboard: Union[bool, int] = False) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -64,6 +65,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
             ``<run>/ranks/rank-<rank>/`` (its step times, loss, activation statistics and
             NaN events on its own data). Rank 0 writes the run store either way; every rank
             must call ``watch()`` and ``close()`` (see docs/distributed.md).
+        dashboard: also serve the dashboard of the run directory's parent from a separate
+            process and print its URL (an int picks the port; under torch.distributed only
+            rank 0 serves). It serves until this process exits, after ``close()`` too;
+            ``monitor.dashboard.wait()`` keeps it up until Ctrl+C.
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -78,6 +83,9 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                         "nn.CrossEntropyLoss(); a plain function cannot be hooked "
                         f"(got {type(loss_fn).__name__})")
     resolved = _check_schedules(schedules)
+    port = type(dashboard) is int and 0 < dashboard < 65536
+    if not (dashboard is True or dashboard is False or dashboard is None or port):
+        raise ValueError(f"dashboard must be True, False or a port number, got {dashboard!r}")
     ctx = Context.build(model, optimizer, loss_fn)
     # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
     # collective); None otherwise, and nothing distributed happens
@@ -111,8 +119,29 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     else:
         writer = open_store(store_path(run_dir), meta)
     guard = Guard(strict, report=writer.submit)
-    return Monitor(ctx, instruments, sched, writer, guard, run_dir,
-                   reducer=session.reducer if session else None)
+    monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir,
+                      reducer=session.reducer if session else None)
+    serves = session is None or session.writes_run_store  # one server per job: rank 0's
+    if dashboard is not False and dashboard is not None and serves:
+        monitor.dashboard = _start_dashboard(run_dir, dashboard, strict)
+    return monitor
+
+
+def _start_dashboard(run_dir: str, dashboard, strict: bool):
+    """The dashboard process for ``watch(dashboard=...)``; a failure never stops training."""
+    from instrument.commands.dashboard import DashboardProcess
+
+    run_dir = os.path.abspath(run_dir)
+    try:
+        return DashboardProcess(os.path.dirname(run_dir), run=os.path.basename(run_dir),
+                                port=None if dashboard is True else dashboard)
+    except Exception as exc:  # fail open: training matters more than the view of it
+        if strict:
+            raise
+        log.warning("avionics: could not start the dashboard (%s: %s); training continues. "
+                    "Serve it by hand: avionics dashboard %s", type(exc).__name__, exc,
+                    os.path.dirname(run_dir))
+        return None
 
 
 def _check_model_optimizer(model, optimizer) -> None:

@@ -2,6 +2,7 @@
 so ``avionics dashboard`` never imports torch.
 
     avionics runs LOGDIR          list the runs under LOGDIR with their status
+    avionics dashboard LOGDIR     serve the browser dashboard (http://127.0.0.1:8050)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 # subcommand -> module defining add_arguments(parser) and run(args) -> exit code
 COMMANDS = {
     "runs": "instrument.commands.runs",
+    "dashboard": "instrument.commands.dashboard",
 }
 
 
