@@ -140,6 +140,12 @@ class Run:
             version = row[0] if row else None
             if version is None:
                 raise StoreCorruptError(f"{self.path} has an empty schema table")
+            if version < schema.OLDEST_READABLE_VERSION:
+                raise SchemaVersionError(
+                    f"{self.path} was written with store schema v{version}, a pre-release "
+                    f"layout this avionics cannot read (it reads v"
+                    f"{schema.OLDEST_READABLE_VERSION} to v{schema.SCHEMA_VERSION}); record the "
+                    "run again.")
             if version > schema.SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"{self.path} was written with store schema v{version}, but this avionics "
