@@ -1,0 +1,117 @@
+"""Statistics and a fingerprint of the model's input batch, computed on the device.
+
+The first tensor argument of each grad-enabled call of the model is summarized:
+
+* floating-point inputs: mean, std, min and max over all elements (is the data standardized?);
+* any input (also token ids): the batch size (its first dimension, from the shape: no sync) and
+  a two-number *fingerprint*: each sample is projected onto a fixed pseudo-random vector, and
+  the projections are summed plain and weighted by the sample's position in the batch. The same
+  batch gives bit-identical fingerprints; different batches differ with overwhelming
+  probability. Nothing is copied to the host but the two sums.
+
+Several calls in one step (gradient accumulation) are combined: sums add up, extremes combine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from instrument.diagnosis.keys import DKeys
+from instrument.instruments.base import HostStep, Instrument
+
+COUNT, SUM, SUMSQ, FP0, FP1 = range(5)
+
+FINGERPRINT_CACHE = 8
+"""Projection vectors kept (one per per-sample size and device); inputs whose shapes keep
+changing rebuild them."""
+
+
+def first_tensor(args: tuple, kwargs: dict):
+    """The first tensor among the positional, then keyword arguments (also one level inside
+    tuples, lists and dicts), or None."""
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value
+        if isinstance(value, (tuple, list)):
+            inner = [v for v in value if isinstance(v, torch.Tensor)]
+        elif isinstance(value, dict):
+            inner = [v for v in value.values() if isinstance(v, torch.Tensor)]
+        else:
+            continue
+        if inner:
+            return inner[0]
+    return None
+
+
+class Inputs(Instrument):
+    name = "inputs"
+    default_schedule = 1
+
+    def setup(self, buffer):
+        self.sums = buffer.add("input_sums", 5, fill=0.0, reduce="sum")
+        self.min = buffer.add("input_min", 1, fill=math.inf, reduce="min")
+        self.max = buffer.add("input_max", 1, fill=-math.inf, reduce="max")
+        self._proj: dict = {}
+        self._gen = None
+
+    def begin_step(self, step):
+        self._batch = 0
+        self._float = False
+
+    def model_input(self, args, kwargs):
+        x = first_tensor(args, kwargs)
+        if x is None or x.is_complex() or x.numel() == 0:
+            return
+        x = x.detach()
+        b = x.shape[0] if x.dim() > 0 else 1
+        self._batch = max(self._batch, b)
+        row = self.sums.view
+        if x.is_floating_point():
+            self._float = True
+            row[COUNT].add_(x.numel())
+            row[SUM].add_(torch.sum(x, dtype=torch.float64).to(row.device))
+            row[SUMSQ].add_(torch.linalg.vector_norm(x, dtype=torch.float64).square()
+                            .to(row.device))
+            lo, hi = torch.aminmax(x)
+            torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
+            torch.maximum(self.max.view, hi.to(self.max.view), out=self.max.view)
+        flat = x.reshape(b, -1).to(torch.float32)
+        w, pos = self._projection(flat.shape[1], b, flat.device)
+        proj = flat @ w  # one value per sample
+        row[FP0:].add_(torch.stack([proj.sum(), (proj * pos).sum()]).to(row))
+
+    def _projection(self, d: int, b: int, device):
+        key = (d, b, str(device))
+        found = self._proj.get(key)
+        if found is None:
+            if len(self._proj) >= FINGERPRINT_CACHE:
+                self._proj.clear()
+            if self._gen is None:  # private generator: the user's RNG stream is untouched
+                self._gen = torch.Generator().manual_seed(0x5EED)
+            w = (torch.rand(d, generator=self._gen) + 0.5).to(device)
+            pos = torch.arange(1, b + 1, dtype=torch.float32).to(device)
+            found = self._proj[key] = (w, pos)
+        return found
+
+    def snapshot(self):
+        return self._batch, self._float
+
+    def decode(self, step: HostStep, info):
+        batch, is_float = info
+        if batch == 0:
+            return
+        s = step.section("input_sums")
+        out = step.data.scalars
+        out[DKeys.INPUT_BATCH] = float(batch)
+        out[DKeys.INPUT_FP0] = float(s[FP0])
+        out[DKeys.INPUT_FP1] = float(s[FP1])
+        n = s[COUNT]
+        if is_float and n > 0:
+            mean = s[SUM] / n
+            var = max(s[SUMSQ] / n - mean * mean, 0.0) * n / max(n - 1, 1)
+            out[DKeys.INPUT_MEAN] = float(mean)
+            out[DKeys.INPUT_STD] = float(math.sqrt(var))
+            out[DKeys.INPUT_MIN] = float(step.section("input_min")[0])
+            out[DKeys.INPUT_MAX] = float(step.section("input_max")[0])
