@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
 from instrument.context import Context
+from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
 from instrument.monitor import Monitor
@@ -29,7 +30,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5) -> Monitor:
+          flush_interval: float = 0.5,
+          thresholds: Optional[Mapping[str, Any]] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -59,6 +61,9 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
         flush_interval: seconds between writes; a killed process loses at most about this.
+        thresholds: overrides of the diagnosis rules' thresholds by name, e.g.
+            ``{"dead_fraction": 0.7, "disabled_rules": ["repeated_batch"]}`` (see
+            ``instrument.diagnosis.Thresholds`` and docs/rules.md).
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -73,6 +78,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                         "nn.CrossEntropyLoss(); a plain function cannot be hooked "
                         f"(got {type(loss_fn).__name__})")
     resolved = _check_schedules(schedules)
+    checked_thresholds = check_thresholds(thresholds)
     run_dir = _prepare_run_dir(run, overwrite)
     ctx = Context.build(model, optimizer, loss_fn)
     instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
@@ -90,8 +96,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "versions": versions(),
         "host": host_summary(ctx.device),
     }
+    engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
+    meta["diagnosis"] = engine.describe()
     writer = StoreWriter(store_path(run_dir), meta, flush_interval=flush_interval,
-                         strict=strict)
+                         strict=strict, observers=[engine])
     guard = Guard(strict, report=writer.submit)
     return Monitor(ctx, instruments, sched, writer, guard, run_dir)
 

@@ -2,6 +2,7 @@
 so ``avionics dashboard`` never imports torch.
 
     avionics runs LOGDIR          list the runs under LOGDIR with their status
+    avionics diagnose RUN         re-run the diagnosis rules on a saved run
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 # subcommand -> module defining add_arguments(parser) and run(args) -> exit code
 COMMANDS = {
     "runs": "instrument.commands.runs",
+    "diagnose": "instrument.commands.diagnose",
 }
 
 

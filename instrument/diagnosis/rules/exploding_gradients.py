@@ -1,0 +1,73 @@
+"""exploding_gradients: the gradient norm grows by orders of magnitude, or sits far above its
+running median.
+
+Reads the global gradient norm, taken at the optimizer step, i.e. *after* any clipping the loop
+does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
+under clipping shows up as the ``clipping_saturated`` finding instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from instrument.diagnosis.finding import Finding
+from instrument.diagnosis.history import finite, fmt, rolling_median
+from instrument.diagnosis.rule import Rule
+from instrument.store import schema
+from instrument.store.schema import Keys
+
+SMOOTH = 5
+"""Records in the rolling median for the growth criterion (robust to single spikes)."""
+
+
+def check(h, th, facts, state):
+    key = Keys.GRAD_NORM_TOTAL
+    if not h.has(key):
+        return []
+    steps, g = h.scalar(key)
+    g0 = state.setdefault("first", [])
+    if len(g0) < 2 * SMOOTH and np.isfinite(g[-1]):
+        g0.append(float(g[-1]))
+    out = []
+    r, w = th.explode_recent, th.explode_window
+    if len(g) >= r + w:
+        base = np.median(finite(g[-(r + w):-r])) if len(finite(g[-(r + w):-r])) else np.nan
+        recent = g[-r:]
+        above = recent > th.explode_factor * base
+        if base > 0 and above[-1] and above.sum() >= th.explode_steps:
+            out.append(_finding(h, steps, g, f"sits {fmt(g[-1] / base)} times above its running "
+                                f"median {fmt(base)} (over the previous {w} records)",
+                                {"grad_norm": float(g[-1]), "running_median": float(base)}))
+    if len(g0) >= 2 * SMOOTH and len(g) >= SMOOTH:
+        start = float(np.median(g0[SMOOTH:]))  # skip the very first steps: init transients
+        now = rolling_median(g[-SMOOTH:], SMOOTH)[-1]
+        if start > 0 and now >= th.explode_growth * start:
+            out.append(_finding(h, steps, g, f"grew {fmt(now / start)}-fold from {fmt(start)} at "
+                                f"the start of training (rolling median of {SMOOTH})",
+                                {"grad_norm": float(g[-1]), "start": start}))
+    return out[:1]
+
+
+def _finding(h, steps, g, what, evidence):
+    top = _top_layer(h)
+    where = f"; largest in '{top}'" if top else ""
+    return Finding(f"The gradient norm {fmt(g[-1])} at step {h.step} {what}{where}.", top,
+                   {**evidence, "steps": [int(s) for s in steps[-5:]]})
+
+
+def _top_layer(h):
+    values = h.now(Keys.GRAD_NORM)
+    if values is None or not np.isfinite(values).any():
+        return None
+    names = h.names(Keys.GRAD_NORM)
+    return names[int(np.nanargmax(np.where(np.isfinite(values), values, -1)))]
+
+
+RULE = Rule(
+    code="exploding_gradients", severity=schema.WARNING,
+    summary="the gradient norm grows by orders of magnitude, or sits far above its running median",
+    suggestion=("Lower the learning rate or add warm-up, clip gradients "
+                "(torch.nn.utils.clip_grad_norm_ at about the 90th percentile of the norms), "
+                "and check for a missing optimizer.zero_grad() or unnormalized inputs."),
+    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM),
+    suppressed_by=("missing_zero_grad",))

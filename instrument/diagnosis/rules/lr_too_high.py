@@ -1,0 +1,107 @@
+"""lr_too_high: the loss diverges, or update/weight ratios sit far above 1e-3.
+
+Meant to fire *before* the NaN arrives. Any of:
+
+* *extreme steps*: the median update/weight ratio of the weight matrices is above
+  ``lr_extreme_update_ratio`` (each step changes the weights by more than their own size) at
+  ``lr_extreme_steps`` records in a row;
+* *large steps*: that median is above ``lr_high_update_ratio`` (100x the healthy ~1e-3) in
+  ``lr_high_fraction`` of the last ``lr_high_window`` records;
+* *early divergence*: the loss rose at ``loss_rise_steps`` records in a row to more than
+  ``loss_rise_factor`` times its initial value;
+* *later divergence*: the smoothed loss gave back ``loss_regain_fraction`` of the progress made
+  since the start, for ``loss_regain_window`` records in a row.
+
+Not reported while gradients are stale (``missing_zero_grad`` explains the divergence then).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from instrument.diagnosis.finding import Finding
+from instrument.diagnosis.history import finite, fmt, rolling_median
+from instrument.diagnosis.rule import Rule
+from instrument.diagnosis.rules.common import loss_key, weight_ratio_median
+from instrument.store import schema
+from instrument.store.schema import Keys
+
+
+def check(h, th, facts, state):
+    # all three run every step (the divergence tracker keeps state), the first one reports
+    return (_ratios(h, th, facts) + _fast_rise(h, th) + _regain(h, th, state))[:1]
+
+
+def _ratios(h, th, facts):
+    if not h.has(Keys.UPDATE_RATIO):
+        return []
+    steps, med = weight_ratio_median(h, facts, max(th.lr_high_window, th.lr_extreme_steps))
+    if not len(med) or not np.isfinite(med[-1]):
+        return []
+    ev = {"median_update_ratio": float(med[-1]), "steps": [int(s) for s in steps[-5:]]}
+    recent = med[-th.lr_extreme_steps:]
+    if len(recent) == th.lr_extreme_steps and np.all(recent > th.lr_extreme_update_ratio):
+        return [Finding(
+            f"Each step changes the weights by more than their own size: the median "
+            f"update/weight ratio is {fmt(med[-1])} at step {h.step} ({len(recent)} steps in a "
+            f"row above {fmt(th.lr_extreme_update_ratio)}; healthy is ~1e-3).", None, ev)]
+    window = med[-th.lr_high_window:]
+    high = window > th.lr_high_update_ratio
+    if len(window) == th.lr_high_window and high[-1] and high.mean() >= th.lr_high_fraction:
+        return [Finding(
+            f"Updates are far too large: the median update/weight ratio of the weight matrices "
+            f"is {fmt(med[-1])} at step {h.step}, above {fmt(th.lr_high_update_ratio)} in "
+            f"{int(high.sum())} of the last {len(window)} steps (healthy is ~1e-3).", None, ev)]
+    return []
+
+
+def _fast_rise(h, th):
+    key = loss_key(h)
+    if not h.has(key):
+        return []
+    first = finite(h.first(key))
+    steps, loss = h.scalar(key, th.loss_rise_steps + 1)
+    if len(first) < 1 or len(loss) < th.loss_rise_steps + 1 or not np.all(np.isfinite(loss)):
+        return []
+    start = float(np.median(first[:3]))
+    if start <= 0 or not np.all(np.diff(loss) > 0) or loss[-1] <= th.loss_rise_factor * start:
+        return []
+    return [Finding(
+        f"The loss is diverging: it rose at {th.loss_rise_steps} steps in a row to {fmt(loss[-1])} "
+        f"at step {h.step}, {fmt(loss[-1] / start)} times its initial {fmt(start)}.", None,
+        {"loss": [float(v) for v in loss], "initial": start,
+         "steps": [int(s) for s in steps]})]
+
+
+def _regain(h, th, state):
+    key = loss_key(h)
+    if not h.has(key):
+        return []
+    _, loss = h.scalar(key, th.loss_smooth)
+    first = finite(h.first(key))
+    if len(loss) < th.loss_smooth or len(first) < th.loss_smooth or \
+            not np.all(np.isfinite(loss)):
+        return []
+    start = float(np.median(first[:th.loss_smooth]))
+    smooth = float(rolling_median(loss, th.loss_smooth)[-1])
+    best = state["best"] = min(state.get("best", smooth), smooth)
+    progress = start - best
+    if progress <= 0 or smooth <= best + th.loss_regain_fraction * progress:
+        state["streak"] = 0
+        return []
+    state["streak"] = state.get("streak", 0) + 1
+    if state["streak"] < th.loss_regain_window:
+        return []
+    return [Finding(
+        f"The loss is diverging: its rolling median rose to {fmt(smooth)} at step {h.step}, "
+        f"giving back {fmt(100 * (smooth - best) / progress)}% of the progress from "
+        f"{fmt(start)} to its best {fmt(best)} ({state['streak']} records in a row).", None,
+        {"smoothed_loss": smooth, "best": best, "initial": start})]
+
+
+RULE = Rule(
+    code="lr_too_high", severity=schema.WARNING,
+    summary="the loss rises fast or spikes, or update ratios sit far above 1e-3",
+    suggestion=("Lower the learning rate (try 3-10x lower), add a warm-up, or clip gradients; "
+                "with Adam also consider a larger eps. Aim for update/weight ratios near 1e-3."),
+    check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS), suppressed_by=("missing_zero_grad",))

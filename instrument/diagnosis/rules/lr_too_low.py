@@ -1,0 +1,70 @@
+"""lr_too_low: update/weight ratios stay far below 1e-3 in most layers, and the loss barely moves.
+
+Over the last ``lr_low_window`` recorded steps: in at least ``lr_low_layer_fraction`` of the
+weight matrices the median update/weight ratio ||dw|| / ||w|| is below ``lr_low_update_ratio``
+(healthy training sits around 1e-3), the smoothed loss changes by less than
+``lr_low_loss_change`` between the first and the last quarter of the window, and it is still
+above half of its initial value (a converged model also makes tiny steps). Quiet while the
+learning rate is below ``lr_low_schedule_fraction`` of its peak: warm-up and the end of a
+decay make small steps by design.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from instrument.diagnosis.finding import Finding
+from instrument.diagnosis.history import finite, fmt, nanmedian
+from instrument.diagnosis.rule import Rule
+from instrument.diagnosis.rules.common import columns, loss_key, lr_fraction_of_peak
+from instrument.store import schema
+from instrument.store.schema import Keys
+
+PROGRESS = 0.5
+"""The loss must still be above this fraction of its initial value (not converged)."""
+
+
+def check(h, th, facts, state):
+    n = th.lr_low_window
+    if not h.has(Keys.UPDATE_RATIO) or h.count(Keys.UPDATE_RATIO) < n:
+        return []
+    if lr_fraction_of_peak(h) < th.lr_low_schedule_fraction:
+        return []
+    steps, mat, names = h.layer(Keys.UPDATE_RATIO, n)
+    cols = columns(names, facts.weight_matrices()) or list(range(len(names)))
+    med = nanmedian(mat[:, cols], axis=0)
+    med = med[np.isfinite(med)]
+    if not len(med):
+        return []
+    low = float(np.mean(med < th.lr_low_update_ratio))
+    if low < th.lr_low_layer_fraction:
+        return []
+    key = loss_key(h)
+    _, loss = h.scalar(key, n)
+    first = finite(h.first(key))
+    loss = finite(loss)
+    if len(loss) < n // 2 or len(first) < 3:
+        return []
+    q = max(1, len(loss) // 4)
+    a, b = np.median(loss[:q]), np.median(loss[-q:])
+    start = float(np.median(first[:5]))
+    change = abs(b - a) / max(abs(a), 1e-12)
+    if change >= th.lr_low_loss_change or b < PROGRESS * start:
+        return []
+    return [Finding(
+        f"Updates are tiny: the median update/weight ratio is below "
+        f"{fmt(th.lr_low_update_ratio)} in {fmt(100 * low)}% of the weight matrices over steps "
+        f"{steps[0]}..{steps[-1]} (overall median {fmt(float(np.median(med)))}, healthy ~1e-3), "
+        f"and the loss moved by only {fmt(100 * change)}% ({fmt(a)} -> {fmt(b)}).", None,
+        {"median_update_ratio": float(np.median(med)), "fraction_low": low,
+         "loss_change": change, "window": [int(steps[0]), int(steps[-1])]})]
+
+
+RULE = Rule(
+    code="lr_too_low", severity=schema.WARNING,
+    summary="update/weight ratios stay far below 1e-3 in most layers and the loss barely moves",
+    suggestion=("Raise the learning rate (try 10x; a learning-rate range test finds the "
+                "largest stable value), and check that the loss is not scaled down and that "
+                "weight decay is not cancelling the updates."),
+    check=check, needs=("update", "weight_norm"),
+    keys=(Keys.UPDATE_RATIO, Keys.LOSS, "lr/*"))
