@@ -117,10 +117,12 @@ class Engine:
                 f.severity = f.severity or rule.severity
                 f.step = h.step if f.step is None else f.step
                 f.suggestion = f.suggestion or rule.suggestion
+                f.per_layer = rule.per_layer
                 if f.key in self._seen:
                     continue
                 self._seen.add(f.key)
                 self._codes.add(f.code)
+                h.found.add(f.code)
                 self.findings.append(f)
                 new.append(f)
                 self._log(f)

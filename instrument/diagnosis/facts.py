@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 # module kinds the rules care about
-RELU, BOUNDED, DROPOUT, BATCHNORM, LINEAR, CONV, EMBEDDING, NORM, OTHER = (
-    "relu", "bounded", "dropout", "batchnorm", "linear", "conv", "embedding", "norm", "other")
+RELU, BOUNDED, DROPOUT, BATCHNORM, LINEAR, CONV, EMBEDDING, NORM, SHAPE, OTHER = (
+    "relu", "bounded", "dropout", "batchnorm", "linear", "conv", "embedding", "norm", "shape",
+    "other")
+WEIGHT_KINDS = (LINEAR, CONV, EMBEDDING, NORM, BATCHNORM)
+"""Module kinds with learned weights that transform their input."""
 
 # criterion kinds
 CROSS_ENTROPY, NLL, BCE, BCE_LOGITS, OTHER_LOSS = "cross_entropy", "nll", "bce", "bce_logits", \
@@ -27,7 +30,8 @@ CLASSIFIERS = (CROSS_ENTROPY, NLL)
 class RunFacts:
     """What the rules know about the model, optimizer and criterion (JSON-serializable)."""
 
-    params: list = field(default_factory=list)  # {name, shape, trainable, in_optimizer, module, kind}
+    # {name, shape, trainable, in_optimizer, in_model, group, module, kind}, context order
+    params: list = field(default_factory=list)
     modules: list = field(default_factory=list)  # {name, type, kind}, model order
     criterion: Optional[dict] = None  # {class, kind, reduction, ignore_index}
     instruments: list = field(default_factory=list)  # instruments that record at some step
@@ -96,6 +100,7 @@ _TYPE_KINDS = {
     EMBEDDING: ("Embedding", "EmbeddingBag"),
     NORM: ("LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
            "RMSNorm", "LocalResponseNorm"),
+    SHAPE: ("Flatten", "Unflatten", "Identity"),
 }
 _KIND_OF = {t: kind for kind, types in _TYPE_KINDS.items() for t in types}
 
@@ -120,6 +125,7 @@ def module_kind(module) -> str:
         (EMBEDDING, (nn.Embedding, nn.EmbeddingBag)),
         (NORM, (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
                 nn.LocalResponseNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())),
+        (SHAPE, (nn.Flatten, nn.Unflatten, nn.Identity)),
     )
     if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
         # Hardtanh(-1, 1) saturates like tanh; other ranges (ReLU6 = Hardtanh(0, 6)) are ReLU-like
@@ -157,6 +163,7 @@ def collect(ctx, active_instruments) -> RunFacts:
         active_instruments: names of the instruments that record at some step.
     """
     held = set(ctx.opt_params)
+    in_model = {id(p) for p in ctx.model.parameters()}
     modules = [{"name": n, "type": type(m).__name__, "kind": module_kind(m)}
                for n, m in zip(ctx.module_names, ctx.modules)]
     params = []
@@ -165,6 +172,7 @@ def collect(ctx, active_instruments) -> RunFacts:
         params.append({
             "name": name, "shape": [int(s) for s in p.shape],
             "trainable": bool(p.requires_grad), "in_optimizer": i in held,
+            "in_model": id(p) in in_model, "group": ctx.group_of.get(i),
             "module": modules[owner]["name"] if owner >= 0 else None,
             "kind": modules[owner]["kind"] if owner >= 0 else OTHER,
         })

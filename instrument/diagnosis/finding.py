@@ -27,11 +27,12 @@ class Finding:
     suggestion: Optional[str] = None
     stored: bool = False
     wall_time: float = field(default_factory=time.time)
+    per_layer: bool = True
 
     @property
     def key(self) -> tuple:
-        """What de-duplication compares: one finding per code and layer."""
-        return (self.code, self.layer)
+        """What de-duplication compares: one finding per code and layer (or per code)."""
+        return (self.code, self.layer if self.per_layer else None)
 
     def to_event(self) -> Event:
         """The store row for this finding."""

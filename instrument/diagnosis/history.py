@@ -92,6 +92,7 @@ class History:
         self.keys = None if keys is None else {k for k in keys if not k.endswith("/*")}
         self.step: Optional[int] = None
         self.events: list = []  # events stored at source for the current step
+        self.found: set = set()  # codes found so far (set by the engine)
         self._now: set = set()
         self._scalars: dict = {}
         self._layers: dict = {}

@@ -39,6 +39,8 @@ class Rule:
         suppressed_by: codes that, once found, explain this rule's symptom better; the rule
             then stays quiet (e.g. no "learning rate too high" for the divergence that a
             missing ``zero_grad()`` causes).
+        per_layer: findings are de-duplicated per code and layer (True) or per code only
+            (False: run-wide findings whose ``layer`` just points at the worst layer).
     """
 
     code: str
@@ -51,6 +53,7 @@ class Rule:
     needs_classifier: bool = False
     after_nonfinite: bool = False
     suppressed_by: tuple = ()
+    per_layer: bool = True
 
     def __post_init__(self):
         if self.severity not in schema.SEVERITIES:

@@ -44,18 +44,25 @@ class Thresholds:
                                           "too-large step.")
     lr_high_window: int = _t(20, "Recorded steps over which the update ratio must stay high.")
     lr_high_fraction: float = _t(0.8, "Fraction of lr_high_window steps that must be high.")
-    lr_extreme_update_ratio: float = _t(1.0, "A median update/weight ratio above this (weights "
-                                             "change by more than their own size per step) "
-                                             "fires after lr_extreme_steps steps in a row.")
+    lr_extreme_update_ratio: float = _t(0.5, "A median update/weight ratio above this (each "
+                                             "step moves the weights by half their size or "
+                                             "more; the ratio saturates near 1) fires after "
+                                             "lr_extreme_steps steps in a row.")
     lr_extreme_steps: int = _t(2, "Consecutive steps above lr_extreme_update_ratio.")
-    loss_smooth: int = _t(5, "Losses in the rolling median that smooths the loss curve.")
-    loss_rise_factor: float = _t(2.0, "Divergence: the smoothed loss exceeds this multiple of "
-                                      "its initial value ...")
-    loss_rise_steps: int = _t(3, "... at this many consecutive records, each higher than the "
-                                 "one before.")
+    loss_smooth: int = _t(9, "Losses in the rolling median that smooths the loss curve.")
+    loss_rise_factor: float = _t(2.0, "Divergence: the loss exceeds this multiple of its "
+                                      "initial value ...")
+    loss_rise_steps: int = _t(3, "... after rising at this many consecutive records (one less "
+                                 "when the update ratio is above lr_high_update_ratio too).")
+    zero_init_records: int = _t(100, "Weight matrices that start at exactly zero are left out of "
+                                     "the update-ratio median for this many records (their "
+                                     "ratio is 1, 1/2, 1/3, ... by construction).")
     loss_regain_fraction: float = _t(0.5, "Divergence later in training: the smoothed loss "
                                           "gives back this fraction of the progress made ...")
-    loss_regain_window: int = _t(10, "... and stays there for this many records.")
+    loss_regain_window: int = _t(10, "... and stays there for this many records ...")
+    loss_regain_min_progress: float = _t(0.2, "... once the progress is at least this fraction "
+                                              "of the initial loss (noise on a flat curve is "
+                                              "not divergence).")
 
     # ---- lr_too_low ----------------------------------------------------------------------------
     lr_low_update_ratio: float = _t(1e-5, "Update/weight ratio below this (100x below the "
@@ -72,8 +79,12 @@ class Thresholds:
     explode_factor: float = _t(10.0, "The global gradient norm is this many times its running "
                                      "median ...")
     explode_window: int = _t(50, "... over this many recorded steps (the running median) ...")
-    explode_steps: int = _t(3, "... in this many of the last explode_recent records.")
+    explode_steps: int = _t(4, "... in this many of the last explode_recent records (near "
+                               "convergence single batches spike 10x: a level shift is "
+                               "needed).")
     explode_recent: int = _t(5, "Recent records inspected by exploding_gradients.")
+    explode_min_baseline: int = _t(10, "Records needed before the recent ones for a running "
+                                       "median.")
     explode_growth: float = _t(1e3, "Or: the smoothed gradient norm grew by this factor over "
                                     "its smallest smoothed value.")
 
@@ -96,10 +107,11 @@ class Thresholds:
                                    "whole batch.")
     dead_min_batch: int = _t(16, "Below this batch size a unit is easily zero for a whole "
                                  "batch by chance: dead_units stays quiet.")
-    saturation_fraction: float = _t(0.25, "Fraction of a hidden tanh/sigmoid layer's outputs "
-                                          "within 3% of the range limits.")
-    act_std_low: float = _t(0.05, "Hidden activation std below this (10x below the healthy "
-                                  "~[0.5, 2]) ...")
+    saturation_fraction: float = _t(0.5, "Fraction of a hidden tanh/sigmoid layer's outputs "
+                                         "within 3% of the range limits (trained tanh nets "
+                                         "reach 20-30% while healthy).")
+    act_std_low: float = _t(0.02, "Hidden activation std below this (25x below the healthy "
+                                  "~[0.5, 2]; default-initialized nets start near 0.05) ...")
     act_std_high: float = _t(20.0, "... or above this (10x above).")
     act_drift: float = _t(100.0, "Or: std changes by this factor, monotonically, across ...")
     act_drift_layers: int = _t(4, "... at least this many consecutive weight layers.")
@@ -107,6 +119,8 @@ class Thresholds:
     # ---- frozen_parameters -----------------------------------------------------------------------
     frozen_window: int = _t(50, "Recorded steps over which a trainable parameter gets no "
                                 "gradient, or does not change.")
+    frozen_grad_ratio: float = _t(1e-6, "Gradient norm / weight norm below which a gradient is "
+                                        "rounding noise, not a reason to change.")
 
     # ---- lr_schedule_increasing -----------------------------------------------------------------
     schedule_rise_steps: int = _t(5, "Consecutive learning-rate increases after a decay has "
@@ -122,7 +136,8 @@ class Thresholds:
     chance_window: int = _t(50, "... for the median of this many recorded steps and for both "
                                 "halves of it ...")
     chance_min_step: int = _t(100, "... and no earlier than this step.")
-    initial_records: int = _t(3, "First criterion losses compared with ln(classes).")
+    initial_records: int = _t(1, "First criterion losses compared with ln(classes) (the "
+                                 "first step's loss is taken before any update).")
     initial_high_factor: float = _t(1.5, "First losses above this multiple of ln(classes) "
                                          "(over-confident initialization) ...")
     initial_high_excess: float = _t(0.5, "... and at least this many nats above it.")

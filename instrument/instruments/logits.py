@@ -8,8 +8,9 @@ For ``CrossEntropyLoss`` and ``NLLLoss`` (class dimension 1, or 0 for one unbatc
   applied before a loss that applies its own);
 * the largest deviation from 0 of a row's logsumexp (0 for log-probabilities).
 
-Scheduled every 10th step by default: the row reductions read the whole logits tensor, which
-for large vocabularies costs about as much as the loss itself.
+Scheduled at each of the first 20 steps (a wrong loss input is a day-one bug) and every 10th
+step after: the row reductions read the whole logits tensor, which for large vocabularies costs
+about as much as the loss itself.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from torch import nn
 from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.criterion import criterion_args
+from instrument.schedules import Schedule
 
 SUM_DEV, LSE_DEV, XMAX = range(3)
 
 
 class Logits(Instrument):
     name = "logits"
-    default_schedule = 10
+    default_schedule = Schedule(lambda s: s < 20 or s % 10 == 0, "first 20 steps, then every(10)")
 
     @classmethod
     def applies(cls, ctx):

@@ -46,7 +46,11 @@ class ZeroGrad(Instrument):
 
     def attach(self):
         handles = [self.ctx.optimizer.register_step_post_hook(self._stepped)]
-        for i, p in enumerate(self.ctx.params):
+        # parameters outside the optimizer are never cleared by optimizer.zero_grad(); that
+        # they are not updated at all is the bigger problem (frozen_parameters reports it)
+        self.held = sorted(set(self.ctx.opt_params))
+        for i in self.held:
+            p = self.ctx.params[i]
             if p.requires_grad:
                 handles.append(p.register_hook(self._before(i, p)))
                 handles.append(p.register_post_accumulate_grad_hook(self._accumulated(i)))
@@ -57,8 +61,8 @@ class ZeroGrad(Instrument):
         rec = self._after_step
         rec.clear()
         self._suspect.clear()
-        for i, p in enumerate(self.ctx.params):
-            g = p.grad
+        for i in self.held:
+            g = self.ctx.params[i].grad
             if g is not None:
                 rec[i] = (weakref.ref(g), g._version)
 

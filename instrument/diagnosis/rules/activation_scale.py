@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from instrument.diagnosis.facts import CONV, DROPOUT, LINEAR
+from instrument.diagnosis.facts import CONV, DROPOUT, LINEAR, SHAPE, WEIGHT_KINDS
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
 from instrument.diagnosis.rule import Rule
@@ -28,8 +28,12 @@ def check(h, th, facts, state):
     kinds = {m["name"]: m["kind"] for m in facts.modules}
     index = {n: j for j, n in enumerate(names)}
     out = []
+    learned = False
     for name in by_depth(names, h, facts, param_level=False):
-        if name == last or kinds.get(name) == DROPOUT:
+        learned = learned or kinds.get(name) in WEIGHT_KINDS
+        # skip the output, pure reshapes and dropout, and anything before the first weight
+        # layer: its scale is the input's (input_scale reports that)
+        if name == last or not learned or kinds.get(name) in (DROPOUT, SHAPE):
             continue
         col = mat[:, index[name]]
         low = np.nan_to_num(col, nan=1.0) < th.act_std_low

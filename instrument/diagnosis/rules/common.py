@@ -48,14 +48,15 @@ def columns(names: list, wanted) -> list:
     return [i for i, n in enumerate(names) if n in wanted]
 
 
-def weight_ratio_median(h: History, facts, n: int) -> tuple:
-    """Per recorded step, the median update/weight ratio over the weight matrices:
-    ``(steps, medians)`` for the last ``n`` records. Falls back to all parameters when the run
-    has no weight matrices (e.g. a model of only biases or scalars)."""
+def weight_ratio_median(h: History, facts, n: int, exclude=()) -> tuple:
+    """Per recorded step, the median update/weight ratio over the weight matrices (minus
+    ``exclude``): ``(steps, medians)`` for the last ``n`` records. Falls back to all parameters
+    when the run has no weight matrices (e.g. a model of only biases or scalars)."""
     steps, mat, names = h.layer(Keys.UPDATE_RATIO, n)
     if not len(steps):
         return steps, np.zeros(0)
-    cols = columns(names, facts.weight_matrices()) or list(range(len(names)))
+    wanted = [m for m in facts.weight_matrices() if m not in set(exclude)]
+    cols = columns(names, wanted) or list(range(len(names)))
     sub = mat[:, cols]
     sub = np.where(np.isfinite(sub), sub, np.nan)  # a zero weight (zero-init) gives inf
     return steps, nanmedian(sub, axis=1)

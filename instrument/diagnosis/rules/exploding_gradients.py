@@ -30,13 +30,14 @@ def check(h, th, facts, state):
         g0.append(float(g[-1]))
     out = []
     r, w = th.explode_recent, th.explode_window
-    if len(g) >= r + w:
-        base = np.median(finite(g[-(r + w):-r])) if len(finite(g[-(r + w):-r])) else np.nan
+    if len(g) >= r + th.explode_min_baseline:
+        prev = finite(g[-(r + w):-r])
+        base = np.median(prev) if len(prev) else np.nan
         recent = g[-r:]
         above = recent > th.explode_factor * base
         if base > 0 and above[-1] and above.sum() >= th.explode_steps:
             out.append(_finding(h, steps, g, f"sits {fmt(g[-1] / base)} times above its running "
-                                f"median {fmt(base)} (over the previous {w} records)",
+                                f"median {fmt(base)} (over the previous {len(prev)} records)",
                                 {"grad_norm": float(g[-1]), "running_median": float(base)}))
     if len(g0) >= 2 * SMOOTH and len(g) >= SMOOTH:
         start = float(np.median(g0[SMOOTH:]))  # skip the very first steps: init transients
@@ -70,4 +71,4 @@ RULE = Rule(
                 "(torch.nn.utils.clip_grad_norm_ at about the 90th percentile of the norms), "
                 "and check for a missing optimizer.zero_grad() or unnormalized inputs."),
     check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM),
-    suppressed_by=("missing_zero_grad",))
+    suppressed_by=("missing_zero_grad",), per_layer=False)

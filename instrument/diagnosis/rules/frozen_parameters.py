@@ -7,7 +7,9 @@ Over the last ``frozen_window`` recorded steps, for every parameter with ``requi
   ``.detach()``, ``.data``, ``torch.no_grad()`` or an integer cast on the way);
 * *no change*: it had non-zero gradients but its weight norm never changed: it is not held by
   the optimizer (e.g. a layer added or replaced after the optimizer was created), or its param
-  group's learning rate is zero.
+  group's learning rate is zero. Gradients below ``frozen_grad_ratio`` times the weight norm
+  are rounding noise (the bias of a layer followed by batch norm has a mathematically zero
+  gradient) and do not count.
 
 Parameters with ``requires_grad=False`` are frozen on purpose and never reported.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from instrument.diagnosis.finding import Finding
+from instrument.diagnosis.history import nanmedian
 from instrument.diagnosis.rule import Rule
 from instrument.store import schema
 from instrument.store.schema import Keys
@@ -42,25 +45,38 @@ def check(h, th, facts, state):
             continue
         if no_grad[j]:
             what = "no gradient" if np.isnan(g[:, j]).all() else "only zero gradients"
+            if what == "only zero gradients" and "dead_units" in h.found:
+                continue  # dead ReLUs downstream block the gradient: dead_units said so
+            if p is not None and p.get("in_model") is False:
+                why = ("it is held by the optimizer but is not a parameter of the model "
+                       "(replaced after the optimizer was created?)")
+            else:
+                why = "although it requires grad and other parameters had gradients"
             out.append(Finding(
                 f"Parameter '{name}' received {what} at any of the last {n} recorded steps "
-                f"(steps {gsteps[0]}..{gsteps[-1]}), although it requires grad and other "
-                f"parameters had gradients.", name,
+                f"(steps {gsteps[0]}..{gsteps[-1]}): {why}.", name,
                 {"window": [int(gsteps[0]), int(gsteps[-1])], "problem": what,
                  "in_optimizer": None if p is None else p["in_optimizer"]}))
             continue
         if len(wsteps) < n or name not in wnames:
             continue
         wc = w[:, wnames.index(name)]
-        if np.all(wc == wc[0]) and np.isfinite(wc[0]):
-            held = None if p is None else p["in_optimizer"]
-            why = ("it is not held by the optimizer" if held is False
-                   else "its updates are zero (learning rate 0?)")
-            out.append(Finding(
-                f"Parameter '{name}' receives gradients but never changed over the last {n} "
-                f"recorded steps (steps {wsteps[0]}..{wsteps[-1]}): {why}.", name,
-                {"window": [int(wsteps[0]), int(wsteps[-1])], "problem": "no change",
-                 "in_optimizer": held, "weight_norm": float(wc[0])}))
+        if not (np.all(wc == wc[0]) and np.isfinite(wc[0])):
+            continue
+        held = None if p is None else p["in_optimizer"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = nanmedian(g[:, j] / np.abs(wc))
+        if held is not False and not rel > th.frozen_grad_ratio:
+            # rounding noise, e.g. the bias of a layer followed by batch norm (mathematically
+            # zero gradient): the weights cannot change visibly, and that is harmless
+            continue
+        why = ("it is not held by the optimizer" if held is False
+               else "its updates are zero (learning rate 0?)")
+        out.append(Finding(
+            f"Parameter '{name}' receives gradients but never changed over the last {n} "
+            f"recorded steps (steps {wsteps[0]}..{wsteps[-1]}): {why}.", name,
+            {"window": [int(wsteps[0]), int(wsteps[-1])], "problem": "no change",
+             "in_optimizer": held, "weight_norm": float(wc[0])}))
     return out
 
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from instrument.diagnosis.facts import NLL
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt
 from instrument.diagnosis.keys import DKeys
@@ -34,6 +35,10 @@ def check(h, th, facts, state):
     loss = float(np.median(first[:th.initial_records]))
     if not np.isfinite(loss):
         return []
+    lse = h.first(DKeys.LOGIT_LSE_DEV)
+    if (facts.criterion or {}).get("kind") == NLL and len(lse) and lse[0] > th.prob_tolerance:
+        return []  # NLLLoss without log-probabilities: its loss is no cross-entropy at all
+                   # (probabilities_into_loss reports that)
     evidence = {"initial_loss": loss, "chance": chance, "classes": int(classes),
                 "first_losses": [float(v) for v in first[:th.initial_records]]}
     head = (f"The first {th.initial_records} losses (median {fmt(loss)}) are far "
@@ -55,4 +60,4 @@ RULE = Rule(
                 "default (or a smaller-gain) initialization for the last layer, and check that "
                 "the loss gets logits, not something scaled."),
     check=check, needs=("criterion",), needs_classifier=True,
-    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES))
+    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, DKeys.LOGIT_LSE_DEV))

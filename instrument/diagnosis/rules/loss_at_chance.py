@@ -51,4 +51,5 @@ RULE = Rule(
                 "learning rate is not far too low or too high, that the model's output is not "
                 "cut off from the inputs, and try to overfit a single small batch first."),
     check=check, needs=("criterion",), needs_classifier=True,
-    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, "lr/*"))
+    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, "lr/*"),
+    suppressed_by=("lr_too_low", "lr_too_high"))

@@ -7,10 +7,12 @@ Meant to fire *before* the NaN arrives. Any of:
   ``lr_extreme_steps`` records in a row;
 * *large steps*: that median is above ``lr_high_update_ratio`` (100x the healthy ~1e-3) in
   ``lr_high_fraction`` of the last ``lr_high_window`` records;
-* *early divergence*: the loss rose at ``loss_rise_steps`` records in a row to more than
-  ``loss_rise_factor`` times its initial value;
+* *early divergence*: the loss rose at ``loss_rise_steps`` records in a row (one less when the
+  update ratio is above ``lr_high_update_ratio`` meanwhile) to more than ``loss_rise_factor``
+  times its initial value;
 * *later divergence*: the smoothed loss gave back ``loss_regain_fraction`` of the progress made
-  since the start, for ``loss_regain_window`` records in a row.
+  since the start (once that progress is at least ``loss_regain_min_progress`` of the initial
+  loss), for ``loss_regain_window`` records in a row.
 
 Not reported while gradients are stale (``missing_zero_grad`` explains the divergence then).
 """
@@ -28,23 +30,34 @@ from instrument.store.schema import Keys
 
 
 def check(h, th, facts, state):
+    med = _ratio_median(h, th, facts, state)
     # all three run every step (the divergence tracker keeps state), the first one reports
-    return (_ratios(h, th, facts) + _fast_rise(h, th) + _regain(h, th, state))[:1]
+    return (_ratios(h, th, med) + _fast_rise(h, th, med) + _regain(h, th, state))[:1]
 
 
-def _ratios(h, th, facts):
-    if not h.has(Keys.UPDATE_RATIO):
-        return []
-    steps, med = weight_ratio_median(h, facts, max(th.lr_high_window, th.lr_extreme_steps))
-    if not len(med) or not np.isfinite(med[-1]):
+def _ratio_median(h, th, facts, state):
+    """``(steps, median update ratio of the weight matrices)`` for the recent records."""
+    n = max(th.lr_high_window, th.lr_extreme_steps, th.loss_rise_steps)
+    if "zero_init" not in state and h.has(Keys.WEIGHT_NORM):
+        w = h.now(Keys.WEIGHT_NORM)
+        state["zero_init"] = [name for name, v in zip(h.names(Keys.WEIGHT_NORM), w) if v == 0]
+    skip = state.get("zero_init", ()) if h.count(Keys.UPDATE_RATIO) <= th.zero_init_records \
+        else ()
+    return weight_ratio_median(h, facts, n, exclude=skip)
+
+
+def _ratios(h, th, med):
+    steps, med = med
+    if not h.has(Keys.UPDATE_RATIO) or not len(med) or not np.isfinite(med[-1]):
         return []
     ev = {"median_update_ratio": float(med[-1]), "steps": [int(s) for s in steps[-5:]]}
     recent = med[-th.lr_extreme_steps:]
     if len(recent) == th.lr_extreme_steps and np.all(recent > th.lr_extreme_update_ratio):
         return [Finding(
-            f"Each step changes the weights by more than their own size: the median "
-            f"update/weight ratio is {fmt(med[-1])} at step {h.step} ({len(recent)} steps in a "
-            f"row above {fmt(th.lr_extreme_update_ratio)}; healthy is ~1e-3).", None, ev)]
+            f"Each step moves the weights by about their own size: the median update/weight "
+            f"ratio of the weight matrices is {fmt(med[-1])} at step {h.step} ({len(recent)} "
+            f"steps in a row above {fmt(th.lr_extreme_update_ratio)}; healthy is ~1e-3).",
+            None, ev)]
     window = med[-th.lr_high_window:]
     high = window > th.lr_high_update_ratio
     if len(window) == th.lr_high_window and high[-1] and high.mean() >= th.lr_high_fraction:
@@ -55,22 +68,31 @@ def _ratios(h, th, facts):
     return []
 
 
-def _fast_rise(h, th):
+def _fast_rise(h, th, med):
     key = loss_key(h)
     if not h.has(key):
         return []
     first = finite(h.first(key))
     steps, loss = h.scalar(key, th.loss_rise_steps + 1)
-    if len(first) < 1 or len(loss) < th.loss_rise_steps + 1 or not np.all(np.isfinite(loss)):
+    if len(first) < 1 or len(loss) < 2 or not np.all(np.isfinite(loss)):
         return []
-    start = float(np.median(first[:3]))
-    if start <= 0 or not np.all(np.diff(loss) > 0) or loss[-1] <= th.loss_rise_factor * start:
+    start = float(first[0])  # the loss before any update: later ones may already diverge
+    rises = 0
+    for a, b in zip(loss[::-1][1:], loss[::-1][:-1]):  # count rises back from the newest
+        if b <= a:
+            break
+        rises += 1
+    rsteps, ratio = med
+    big = len(ratio) > 0 and np.all(ratio[-rises:] > th.lr_high_update_ratio) if rises else False
+    need = th.loss_rise_steps - 1 if big else th.loss_rise_steps
+    if start <= 0 or rises < max(need, 1) or loss[-1] <= th.loss_rise_factor * start:
         return []
+    why = " with update/weight ratios above " + fmt(th.lr_high_update_ratio) if big else ""
     return [Finding(
-        f"The loss is diverging: it rose at {th.loss_rise_steps} steps in a row to {fmt(loss[-1])} "
-        f"at step {h.step}, {fmt(loss[-1] / start)} times its initial {fmt(start)}.", None,
-        {"loss": [float(v) for v in loss], "initial": start,
-         "steps": [int(s) for s in steps]})]
+        f"The loss is diverging: it rose at {rises} steps in a row{why} to {fmt(loss[-1])} at "
+        f"step {h.step}, {fmt(loss[-1] / start)} times its initial {fmt(start)}.", None,
+        {"loss": [float(v) for v in loss[-rises - 1:]], "initial": start,
+         "steps": [int(s) for s in steps[-rises - 1:]]})]
 
 
 def _regain(h, th, state):
@@ -86,7 +108,8 @@ def _regain(h, th, state):
     smooth = float(rolling_median(loss, th.loss_smooth)[-1])
     best = state["best"] = min(state.get("best", smooth), smooth)
     progress = start - best
-    if progress <= 0 or smooth <= best + th.loss_regain_fraction * progress:
+    if progress <= th.loss_regain_min_progress * abs(start) or \
+            smooth <= best + th.loss_regain_fraction * progress:
         state["streak"] = 0
         return []
     state["streak"] = state.get("streak", 0) + 1
@@ -104,4 +127,5 @@ RULE = Rule(
     summary="the loss rises fast or spikes, or update ratios sit far above 1e-3",
     suggestion=("Lower the learning rate (try 3-10x lower), add a warm-up, or clip gradients; "
                 "with Adam also consider a larger eps. Aim for update/weight ratios near 1e-3."),
-    check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS), suppressed_by=("missing_zero_grad",))
+    check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS, Keys.WEIGHT_NORM),
+    suppressed_by=("missing_zero_grad",), per_layer=False)

@@ -1,7 +1,8 @@
 """lr_too_low: update/weight ratios stay far below 1e-3 in most layers, and the loss barely moves.
 
 Over the last ``lr_low_window`` recorded steps: in at least ``lr_low_layer_fraction`` of the
-weight matrices the median update/weight ratio ||dw|| / ||w|| is below ``lr_low_update_ratio``
+weight matrices of every optimizer param group (a backbone trained slower than its head on
+purpose stays quiet) the median update/weight ratio ||dw|| / ||w|| is below ``lr_low_update_ratio``
 (healthy training sits around 1e-3), the smoothed loss changes by less than
 ``lr_low_loss_change`` between the first and the last quarter of the window, and it is still
 above half of its initial value (a converged model also makes tiny steps). Quiet while the
@@ -31,14 +32,20 @@ def check(h, th, facts, state):
     if lr_fraction_of_peak(h) < th.lr_low_schedule_fraction:
         return []
     steps, mat, names = h.layer(Keys.UPDATE_RATIO, n)
-    cols = columns(names, facts.weight_matrices()) or list(range(len(names)))
-    med = nanmedian(mat[:, cols], axis=0)
+    groups = _groups(facts, names)
+    med = nanmedian(mat, axis=0)
+    fractions = []
+    for cols in groups.values():
+        m = med[cols]
+        m = m[np.isfinite(m)]
+        if len(m):
+            fractions.append(float(np.mean(m < th.lr_low_update_ratio)))
+    # every param group must be slow: a backbone trained 100x slower than its head on
+    # purpose (discriminative learning rates) is not a mistake
+    if not fractions or min(fractions) < th.lr_low_layer_fraction:
+        return []
+    low = min(fractions)
     med = med[np.isfinite(med)]
-    if not len(med):
-        return []
-    low = float(np.mean(med < th.lr_low_update_ratio))
-    if low < th.lr_low_layer_fraction:
-        return []
     key = loss_key(h)
     _, loss = h.scalar(key, n)
     first = finite(h.first(key))
@@ -58,6 +65,16 @@ def check(h, th, facts, state):
         f"and the loss moved by only {fmt(100 * change)}% ({fmt(a)} -> {fmt(b)}).", None,
         {"median_update_ratio": float(np.median(med)), "fraction_low": low,
          "loss_change": change, "window": [int(steps[0]), int(steps[-1])]})]
+
+
+def _groups(facts, names) -> dict:
+    """Columns of the weight matrices per optimizer param group (all parameters in one group
+    when the run has no weight matrices or no group facts)."""
+    group = {p["name"]: p.get("group") for p in facts.params}
+    out: dict = {}
+    for j in columns(names, facts.weight_matrices()):
+        out.setdefault(group.get(names[j]), []).append(j)
+    return out or {None: list(range(len(names)))}
 
 
 RULE = Rule(

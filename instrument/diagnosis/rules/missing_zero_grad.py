@@ -40,4 +40,5 @@ RULE = Rule(
     suggestion=("Call optimizer.zero_grad() (or model.zero_grad()) once per optimizer step, "
                 "before the backward pass of the next step. To accumulate over micro-batches, "
                 "call it right after optimizer.step()."),
-    check=check, needs=("zero_grad",), keys=(DKeys.GRAD_STALE,), after_nonfinite=True)
+    check=check, needs=("zero_grad",), keys=(DKeys.GRAD_STALE,), after_nonfinite=True,
+    per_layer=False)

@@ -36,7 +36,9 @@ def check(h, th, facts, state):
     early = nanmedian(rms[:, :q], axis=1)
     late = nanmedian(rms[:, -q:], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = nanmedian(np.where(late > 0, early / late, np.nan))
+        # exactly zero early gradients are blocked (dead units, a cut graph), not vanishing:
+        # other rules report those
+        ratio = nanmedian(np.where((late > 0) & (early > 0), early / late, np.nan))
     if not np.isfinite(ratio) or ratio >= th.vanish_ratio:
         return []
     return [Finding(
@@ -52,4 +54,4 @@ RULE = Rule(
     suggestion=("Use ReLU-family activations instead of sigmoid/tanh in deep stacks, "
                 "initialization matched to the activation (Kaiming/He), normalization layers, "
                 "or residual connections."),
-    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM,))
+    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM,), per_layer=False)
