@@ -19,6 +19,10 @@ class GradNorm(Instrument):
     name = "grad_norm"
     default_schedule = 1
 
+    @classmethod
+    def applies(cls, ctx):
+        return bool(ctx.params)
+
     def setup(self, buffer):
         n = len(self.ctx.params)
         self.l2 = buffer.add("grad_norm", n, reduce="norm")
