@@ -178,15 +178,6 @@ def finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def rolling_median(values: np.ndarray, width: int) -> np.ndarray:
-    """Median of each full window of ``width`` consecutive values (length n - width + 1)."""
-    values = np.asarray(values, dtype=np.float64)
-    if width <= 1 or len(values) < width:
-        return values.copy() if width <= 1 else np.zeros(0)
-    windows = np.lib.stride_tricks.sliding_window_view(values, width)
-    return np.median(windows, axis=1)
-
-
 def nanmedian(values, axis=None):
     """Median ignoring NaN; NaN where nothing is left. Fast for the small windows rules use
     (``np.nanmedian`` goes through masked arrays and costs about a millisecond per call)."""

@@ -35,7 +35,7 @@ def check(h, th, facts, state):
             f"The model is in eval mode during training: optimizer steps at step {h.step} "
             f"(and since step {since}) run with dropout off and batch-norm statistics frozen "
             f"({len(modules)} dropout/batch-norm module(s) affected).",
-            DKeys.MODEL_LAYER, {"modules": modules[:20], "since": since})]
+            None, {"modules": modules[:20], "since": since})]
     out = []
     for name in evals:
         bn = kinds.get(name) == BATCHNORM

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from instrument.diagnosis.finding import Finding
-from instrument.diagnosis.history import finite, fmt, rolling_median
+from instrument.diagnosis.history import finite, fmt
 from instrument.diagnosis.rule import Rule
 from instrument.store import schema
 from instrument.store.schema import Keys
@@ -41,7 +41,7 @@ def check(h, th, facts, state):
                                 {"grad_norm": float(g[-1]), "running_median": float(base)}))
     if len(g0) >= 2 * SMOOTH and len(g) >= SMOOTH:
         start = float(np.median(g0[SMOOTH:]))  # skip the very first steps: init transients
-        now = rolling_median(g[-SMOOTH:], SMOOTH)[-1]
+        now = float(np.median(g[-SMOOTH:]))
         if start > 0 and now >= th.explode_growth * start:
             out.append(_finding(h, steps, g, f"grew {fmt(now / start)}-fold from {fmt(start)} at "
                                 f"the start of training (rolling median of {SMOOTH})",

@@ -19,10 +19,12 @@ Not reported while gradients are stale (``missing_zero_grad`` explains the diver
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from instrument.diagnosis.finding import Finding
-from instrument.diagnosis.history import finite, fmt, rolling_median
+from instrument.diagnosis.history import finite, fmt
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import loss_key, weight_ratio_median
 from instrument.store import schema
@@ -36,14 +38,20 @@ def check(h, th, facts, state):
 
 
 def _ratio_median(h, th, facts, state):
-    """``(steps, median update ratio of the weight matrices)`` for the recent records."""
+    """``(steps, median update ratio of the weight matrices)`` for the recent records; one
+    median per step, kept in ``state`` (cheaper than re-reading the window every step)."""
     n = max(th.lr_high_window, th.lr_extreme_steps, th.loss_rise_steps)
+    kept = state.setdefault("medians", deque(maxlen=n))
     if "zero_init" not in state and h.has(Keys.WEIGHT_NORM):
         w = h.now(Keys.WEIGHT_NORM)
         state["zero_init"] = [name for name, v in zip(h.names(Keys.WEIGHT_NORM), w) if v == 0]
-    skip = state.get("zero_init", ()) if h.count(Keys.UPDATE_RATIO) <= th.zero_init_records \
-        else ()
-    return weight_ratio_median(h, facts, n, exclude=skip)
+    if h.has(Keys.UPDATE_RATIO):
+        skip = state.get("zero_init", ()) if h.count(Keys.UPDATE_RATIO) <= \
+            th.zero_init_records else ()
+        steps, med = weight_ratio_median(h, facts, 1, exclude=skip)
+        kept.append((h.step, float(med[-1])))
+    return (np.array([s for s, _ in kept], dtype=np.int64),
+            np.array([m for _, m in kept], dtype=np.float64))
 
 
 def _ratios(h, th, med):
@@ -105,7 +113,7 @@ def _regain(h, th, state):
             not np.all(np.isfinite(loss)):
         return []
     start = float(np.median(first[:th.loss_smooth]))
-    smooth = float(rolling_median(loss, th.loss_smooth)[-1])
+    smooth = float(np.median(loss[-th.loss_smooth:]))
     best = state["best"] = min(state.get("best", smooth), smooth)
     progress = start - best
     if progress <= th.loss_regain_min_progress * abs(start) or \

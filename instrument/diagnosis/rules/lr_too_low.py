@@ -21,13 +21,17 @@ from instrument.diagnosis.rules.common import columns, loss_key, lr_fraction_of_
 from instrument.store import schema
 from instrument.store.schema import Keys
 
+EVERY = 10
+"""Checked every this many records (the window is long; saves time on the writer thread)."""
+
 PROGRESS = 0.5
 """The loss must still be above this fraction of its initial value (not converged)."""
 
 
 def check(h, th, facts, state):
     n = th.lr_low_window
-    if not h.has(Keys.UPDATE_RATIO) or h.count(Keys.UPDATE_RATIO) < n:
+    count = h.count(Keys.UPDATE_RATIO)
+    if not h.has(Keys.UPDATE_RATIO) or count < n or count % EVERY:
         return []
     if lr_fraction_of_peak(h) < th.lr_low_schedule_fraction:
         return []

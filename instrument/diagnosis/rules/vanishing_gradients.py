@@ -9,6 +9,7 @@ order; the median of the ratio over ``vanish_window`` recorded steps must stay b
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -21,31 +22,34 @@ from instrument.store.schema import Keys
 
 
 def check(h, th, facts, state):
-    n = th.vanish_window
-    if not h.has(Keys.GRAD_NORM) or h.count(Keys.GRAD_NORM) < n:
+    g = h.now(Keys.GRAD_NORM)
+    if g is None:
         return []
-    steps, g, names = h.layer(Keys.GRAD_NORM, n)
+    names = h.names(Keys.GRAD_NORM)
     index = {name: j for j, name in enumerate(names)}
     mats = [m for m in by_depth(facts.weight_matrices(), h, facts, param_level=True)
             if m in index]
     if len(mats) < th.vanish_min_layers:
         return []
     size = {p["name"]: max(1, math.prod(p["shape"])) for p in facts.params}
-    rms = np.stack([g[:, index[m]] / math.sqrt(size[m]) for m in mats], axis=1)
+    rms = np.array([g[index[m]] / math.sqrt(size[m]) for m in mats])
     q = max(1, len(mats) // 4)
-    early = nanmedian(rms[:, :q], axis=1)
-    late = nanmedian(rms[:, -q:], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # exactly zero early gradients are blocked (dead units, a cut graph), not vanishing:
-        # other rules report those
-        ratio = nanmedian(np.where((late > 0) & (early > 0), early / late, np.nan))
-    if not np.isfinite(ratio) or ratio >= th.vanish_ratio:
+    early, late = nanmedian(rms[:q]), nanmedian(rms[-q:])
+    # exactly zero early gradients are blocked (dead units, a cut graph), not vanishing:
+    # other rules report those. One ratio per step, kept for the window (cheap per step).
+    ratio = early / late if late > 0 and early > 0 else np.nan
+    window = state.setdefault("ratios", deque(maxlen=th.vanish_window))
+    window.append((h.step, ratio))
+    if len(window) < th.vanish_window:
+        return []
+    med = nanmedian([r for _, r in window])
+    if not np.isfinite(med) or med >= th.vanish_ratio:
         return []
     return [Finding(
         f"Gradients vanish towards the input: the RMS gradient of the first weight layer(s) "
-        f"({', '.join(mats[:q])}) is {fmt(ratio)} times that of the last ({', '.join(mats[-q:])}) "
-        f"in the median over steps {steps[0]}..{steps[-1]}.", mats[0],
-        {"ratio": ratio, "early": mats[:q], "late": mats[-q:]})]
+        f"({', '.join(mats[:q])}) is {fmt(med)} times that of the last ({', '.join(mats[-q:])}) "
+        f"in the median over steps {window[0][0]}..{window[-1][0]}.", mats[0],
+        {"ratio": med, "early": mats[:q], "late": mats[-q:]})]
 
 
 RULE = Rule(

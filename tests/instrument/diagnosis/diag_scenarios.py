@@ -96,9 +96,10 @@ def make_model(cfg: Config) -> nn.Module:
             linears[-1].weight.mul_(50.0)
         if "dead_bias" in cfg.bugs:
             linears[0].bias.fill_(-4.0)
-        if "tiny_init" in cfg.bugs:
-            for layer in linears[:-1]:
-                layer.weight.mul_(0.01)
+        if "tiny_init" in cfg.bugs:  # "small random numbers": N(0, 0.01), zero biases
+            for layer in linears:
+                nn.init.normal_(layer.weight, std=0.01)
+                nn.init.zeros_(layer.bias)
         if "huge_init" in cfg.bugs:
             for layer in linears[1:-1] or linears:
                 layer.weight.mul_(60.0)
@@ -246,3 +247,8 @@ def evaluate(model, x, y) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(x[N_TRAIN:]).argmax(1) == y[N_TRAIN:]).float().mean())
+
+
+def codes(run) -> set:
+    """The event codes stored in a run."""
+    return set(run.events()["code"])
