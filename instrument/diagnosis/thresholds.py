@@ -72,8 +72,9 @@ class Thresholds:
     lr_low_window: int = _t(100, "Recorded steps over which updates must stay tiny.")
     lr_low_loss_change: float = _t(0.02, "... while the smoothed loss changes by less than this "
                                          "fraction over the window.")
-    lr_low_schedule_fraction: float = _t(0.5, "Quiet while the learning rate is below this "
-                                              "fraction of its peak (warm-up, end of a decay).")
+    lr_low_schedule_fraction: float = _t(0.1, "Quiet while the learning rate is below this "
+                                              "fraction of its peak (the end of a decay), and "
+                                              "while it rises (warm-up).")
 
     # ---- exploding_gradients --------------------------------------------------------------------
     explode_factor: float = _t(10.0, "The global gradient norm is this many times its running "

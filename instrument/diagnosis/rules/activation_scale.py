@@ -88,4 +88,5 @@ RULE = Rule(
     suggestion=("Use an initialization matched to the activation (Kaiming/He for ReLU, Xavier "
                 "for tanh), normalize the inputs, or add normalization layers (BatchNorm, "
                 "LayerNorm) between the weight layers."),
-    check=check, needs=("activations",), keys=(Keys.ACT_STD, ))
+    check=check, needs=("activations",), keys=(Keys.ACT_STD, ),
+    suppressed_by=("missing_zero_grad", "input_scale", "dead_units"))

@@ -47,4 +47,5 @@ RULE = Rule(
     suggestion=("Lower the learning rate or add warm-up (large early steps kill ReLUs), check "
                 "the initialization (He/Kaiming for ReLU) and negative biases, normalize the "
                 "inputs, or use LeakyReLU/GELU."),
-    check=check, needs=("activations",), keys=(Keys.ACT_DEAD_FRAC, DKeys.INPUT_BATCH))
+    check=check, needs=("activations",), keys=(Keys.ACT_DEAD_FRAC, DKeys.INPUT_BATCH),
+    suppressed_by=("missing_zero_grad",))

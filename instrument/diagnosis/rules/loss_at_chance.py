@@ -52,4 +52,4 @@ RULE = Rule(
                 "cut off from the inputs, and try to overfit a single small batch first."),
     check=check, needs=("criterion",), needs_classifier=True,
     keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, "lr/*"),
-    suppressed_by=("lr_too_low", "lr_too_high"))
+    suppressed_by=("lr_too_low", "lr_too_high", "missing_zero_grad"))

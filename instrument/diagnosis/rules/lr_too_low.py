@@ -6,8 +6,8 @@ purpose stays quiet) the median update/weight ratio ||dw|| / ||w|| is below ``lr
 (healthy training sits around 1e-3), the smoothed loss changes by less than
 ``lr_low_loss_change`` between the first and the last quarter of the window, and it is still
 above half of its initial value (a converged model also makes tiny steps). Quiet while the
-learning rate is below ``lr_low_schedule_fraction`` of its peak: warm-up and the end of a
-decay make small steps by design.
+learning rate rises (warm-up) or is below ``lr_low_schedule_fraction`` of its peak (the end of
+a decay): small steps by design.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import finite, fmt, nanmedian
 from instrument.diagnosis.rule import Rule
-from instrument.diagnosis.rules.common import columns, loss_key, lr_fraction_of_peak
+from instrument.diagnosis.rules.common import (columns, loss_key, lr_fraction_of_peak,
+                                               lr_warming_up)
 from instrument.store import schema
 from instrument.store.schema import Keys
 
@@ -33,7 +34,7 @@ def check(h, th, facts, state):
     count = h.count(Keys.UPDATE_RATIO)
     if not h.has(Keys.UPDATE_RATIO) or count < n or count % EVERY:
         return []
-    if lr_fraction_of_peak(h) < th.lr_low_schedule_fraction:
+    if lr_warming_up(h) or lr_fraction_of_peak(h) < th.lr_low_schedule_fraction:
         return []
     steps, mat, names = h.layer(Keys.UPDATE_RATIO, n)
     groups = _groups(facts, names)

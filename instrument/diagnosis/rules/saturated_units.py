@@ -46,4 +46,5 @@ RULE = Rule(
     suggestion=("Scale the pre-activations down: normalize the inputs, use Xavier/Glorot "
                 "initialization (or a smaller gain), add normalization layers before the "
                 "activation, or lower the learning rate."),
-    check=check, needs=("activations",), keys=(Keys.ACT_SATURATION_FRAC,))
+    check=check, needs=("activations",), keys=(Keys.ACT_SATURATION_FRAC,),
+    suppressed_by=("missing_zero_grad", "input_scale"))

@@ -58,4 +58,5 @@ RULE = Rule(
     suggestion=("Use ReLU-family activations instead of sigmoid/tanh in deep stacks, "
                 "initialization matched to the activation (Kaiming/He), normalization layers, "
                 "or residual connections."),
-    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM,), per_layer=False)
+    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM,), per_layer=False,
+    suppressed_by=("missing_zero_grad",))
