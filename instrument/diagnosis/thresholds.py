@@ -86,8 +86,9 @@ class Thresholds:
     explode_recent: int = _t(5, "Recent records inspected by exploding_gradients.")
     explode_min_baseline: int = _t(10, "Records needed before the recent ones for a running "
                                        "median.")
-    explode_growth: float = _t(1e3, "Or: the smoothed gradient norm grew by this factor over "
-                                    "its smallest smoothed value.")
+    explode_growth: float = _t(1e3, "Or: the gradient norm (rolling median of 5) grew by this "
+                                    "factor over its value at the start of training (median "
+                                    "of records 5..9, after the initial transient).")
 
     # ---- clipping_saturated --------------------------------------------------------------------
     clip_fraction: float = _t(0.5, "Fraction of recent steps whose global gradient norm sits at "
