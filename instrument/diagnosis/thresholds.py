@@ -31,7 +31,7 @@ class Thresholds:
     # ---- engine -----------------------------------------------------------------------------
     history: int = _t(256, "Records kept per series for the windowed rules (bounds memory).")
     disabled_rules: tuple = _t((), "Rule codes to switch off, e.g. ('repeated_batch',) for "
-                                    "deliberate full-batch training.")
+                                   "deliberate full-batch training.")
 
     # ---- missing_zero_grad --------------------------------------------------------------------
     zero_grad_steps: int = _t(2, "Optimizer steps (within the last zero_grad_window) whose "

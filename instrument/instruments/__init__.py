@@ -28,6 +28,6 @@ REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, 
 
 SCHEDULABLE = tuple(cls.name for cls in REGISTRY if cls is not UserScalars)
 
-__all__ = ["Activations", "AdaptiveLR", "Criterion", "ForwardOrder", "GradNorm", "HostStep", "Hyperparams",
-           "Inputs", "Instrument", "Logits", "NonFinite", "REGISTRY", "SCHEDULABLE", "TrainMode",
-           "Update", "UserScalars", "WeightNorm", "ZeroGrad"]
+__all__ = ["Activations", "AdaptiveLR", "Criterion", "ForwardOrder", "GradNorm", "HostStep",
+           "Hyperparams", "Inputs", "Instrument", "Logits", "NonFinite", "REGISTRY", "SCHEDULABLE",
+           "TrainMode", "Update", "UserScalars", "WeightNorm", "ZeroGrad"]

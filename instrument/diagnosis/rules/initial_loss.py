@@ -37,8 +37,9 @@ def check(h, th, facts, state):
         return []
     lse = h.first(DKeys.LOGIT_LSE_DEV)
     if (facts.criterion or {}).get("kind") == NLL and len(lse) and lse[0] > th.prob_tolerance:
-        return []  # NLLLoss without log-probabilities: its loss is no cross-entropy at all
-                   # (probabilities_into_loss reports that)
+        # NLLLoss without log-probabilities: its loss is no cross-entropy at all
+        # (probabilities_into_loss reports that)
+        return []
     evidence = {"initial_loss": loss, "chance": chance, "classes": int(classes),
                 "first_losses": [float(v) for v in first[:th.initial_records]]}
     head = (f"The first {th.initial_records} losses (median {fmt(loss)}) are far "

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
 from instrument.diagnosis.keys import DKeys

@@ -10,8 +10,6 @@ batches mix, stays quiet.
 
 from __future__ import annotations
 
-import numpy as np
-
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt
 from instrument.diagnosis.keys import DKeys

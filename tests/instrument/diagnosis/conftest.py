@@ -27,4 +27,3 @@ def trained(tmp_path_factory):
         return cache[name]
 
     return get
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 import numpy as np
 import pytest
@@ -89,7 +88,7 @@ def test_history_memory_is_bounded():
     h = History(maxlen=16)
     for step in range(5000):
         d = StepData(step, scalars={"x": 1.0})
-        d.layers["y"] = LayerValues(["p"] * 1 if False else ["p", "q"], [1.0, 2.0])
+        d.layers["y"] = LayerValues(["p", "q"], [1.0, 2.0])
         h.push(d)
     assert h._scalars["x"]._rows.shape == (32, 1) and h._layers["y"]._rows.shape == (32, 2)
     assert len(h.scalar("x")[0]) == 16
@@ -186,8 +185,7 @@ def test_suppression_pausing_after_nan_and_source_events():
     stored = [e for d in steps for e in eng(d)]
     assert [e.code for e in stored] == ["cause"]  # nonfinite was stored at source already
     assert seen == [0, 2]  # paused at the NaN step, suppressed from the cause's step on
-    assert [(f.code, f.stored) for f in eng.findings] == [("nonfinite", True),
-                                                           ("cause", False)]
+    assert [(f.code, f.stored) for f in eng.findings] == [("nonfinite", True), ("cause", False)]
 
 
 def test_rules_needing_the_criterion_are_silent_and_say_why():

@@ -113,7 +113,7 @@ def test_clipping_saturated():
     assert first_step(clipping_saturated, {"grad_norm/total": rare}) is None
 
 
-# ---- repeated_batch -------------------------------------------------------------------------------
+# ---- repeated_batch ----------------------------------------------------------------------------
 def test_repeated_batch_fires_on_the_tenth_identical_fingerprint():
     fp0 = list(np.random.default_rng(2).normal(size=30))
     fp1 = list(np.random.default_rng(3).normal(size=30))
