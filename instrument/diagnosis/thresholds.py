@@ -84,11 +84,12 @@ class Thresholds:
                                "convergence single batches spike 10x: a level shift is "
                                "needed).")
     explode_recent: int = _t(5, "Recent records inspected by exploding_gradients.")
-    explode_min_baseline: int = _t(10, "Records needed before the recent ones for a running "
-                                       "median.")
+    explode_min_baseline: int = _t(50, "Records before the rule judges (early training moves "
+                                       "the gradient norm by 10x and more as the network "
+                                       "leaves its initialization).")
     explode_growth: float = _t(1e3, "Or: the gradient norm (rolling median of 5) grew by this "
-                                    "factor over its value at the start of training (median "
-                                    "of records 5..9, after the initial transient).")
+                                    "factor over its median in the 5 records before judging "
+                                    "starts.")
 
     # ---- clipping_saturated --------------------------------------------------------------------
     clip_fraction: float = _t(0.5, "Fraction of recent steps whose global gradient norm sits at "

@@ -71,9 +71,16 @@ class Inputs(Instrument):
         if x.is_floating_point():
             self._float = True
             row[COUNT].add_(x.numel())
-            row[SUM].add_(torch.sum(x, dtype=torch.float64).to(row.device))
-            row[SUMSQ].add_(torch.linalg.vector_norm(x, dtype=torch.float64).square()
-                            .to(row.device))
+            # float32 sum and dot: several times cheaper than float64 reductions on CPU, and
+            # precise enough for a scale check (calls are accumulated in the float64 buffer)
+            if x.dtype == torch.float32 and x.is_contiguous():
+                flat = x.view(-1)
+                total, sumsq = flat.sum(), torch.dot(flat, flat)
+            else:
+                total = torch.sum(x, dtype=torch.float32)
+                sumsq = torch.linalg.vector_norm(x, dtype=torch.float32).square()
+            row[SUM].add_(total.to(row))
+            row[SUMSQ].add_(sumsq.to(row))
             lo, hi = torch.aminmax(x)
             torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
             torch.maximum(self.max.view, hi.to(self.max.view), out=self.max.view)

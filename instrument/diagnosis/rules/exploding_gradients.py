@@ -1,8 +1,9 @@
 """exploding_gradients: the gradient norm grows by orders of magnitude, or sits far above its
 running median.
 
-Reads the global gradient norm, taken at the optimizer step, i.e. *after* any clipping the loop
-does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
+Judged only after ``explode_min_baseline`` records: early training moves the gradient norm by
+10x and more as the network leaves its initialization. Reads the global gradient norm, taken at
+the optimizer step, i.e. *after* any clipping the loop does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
 under clipping shows up as the ``clipping_saturated`` finding instead.
 """
 
@@ -25,27 +26,29 @@ def check(h, th, facts, state):
     if not h.has(key):
         return []
     steps, g = h.scalar(key)
-    g0 = state.setdefault("first", [])
-    if len(g0) < 2 * SMOOTH and np.isfinite(g[-1]):
-        g0.append(float(g[-1]))
+    count = h.count(key)
+    settled = th.explode_min_baseline  # records before the norm counts as settled
+    if settled - SMOOTH < count <= settled and np.isfinite(g[-1]):
+        # the reference for the growth criterion: the records just before judging starts
+        state.setdefault("start", []).append(float(g[-1]))
+    if count < settled + th.explode_recent:
+        return []  # early training moves the norm by 10x and more: not an explosion
     out = []
     r, w = th.explode_recent, th.explode_window
-    if len(g) >= r + th.explode_min_baseline:
-        prev = finite(g[-(r + w):-r])
-        base = np.median(prev) if len(prev) else np.nan
-        recent = g[-r:]
-        above = recent > th.explode_factor * base
-        if base > 0 and above[-1] and above.sum() >= th.explode_steps:
-            out.append(_finding(h, steps, g, f"sits {fmt(g[-1] / base)} times above its running "
-                                f"median {fmt(base)} (over the previous {len(prev)} records)",
-                                {"grad_norm": float(g[-1]), "running_median": float(base)}))
-    if len(g0) >= 2 * SMOOTH and len(g) >= SMOOTH:
-        start = float(np.median(g0[SMOOTH:]))  # skip the very first steps: init transients
-        now = float(np.median(g[-SMOOTH:]))
-        if start > 0 and now >= th.explode_growth * start:
-            out.append(_finding(h, steps, g, f"grew {fmt(now / start)}-fold from {fmt(start)} at "
-                                f"the start of training (rolling median of {SMOOTH})",
-                                {"grad_norm": float(g[-1]), "start": start}))
+    prev = finite(g[-(r + w):-r])
+    base = np.median(prev) if len(prev) else np.nan
+    above = g[-r:] > th.explode_factor * base
+    if base > 0 and above[-1] and above.sum() >= th.explode_steps:
+        out.append(_finding(h, steps, g, f"sits {fmt(g[-1] / base)} times above its running "
+                            f"median {fmt(base)} (over the previous {len(prev)} records)",
+                            {"grad_norm": float(g[-1]), "running_median": float(base)}))
+    ref = finite(np.asarray(state.get("start", [])))
+    start = float(np.median(ref)) if len(ref) else np.nan
+    now = float(np.median(g[-SMOOTH:]))
+    if start > 0 and now >= th.explode_growth * start:
+        out.append(_finding(h, steps, g, f"grew {fmt(now / start)}-fold from {fmt(start)} at "
+                            f"step {settled} (rolling median of {SMOOTH})",
+                            {"grad_norm": float(g[-1]), "start": start}))
     return out[:1]
 
 

@@ -154,8 +154,8 @@ def lr_factor(cfg: Config, step: int) -> float:
         return 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, n - w)))
     if cfg.schedule == "short_cosine":  # T_max a third of the run: climbs back up after
         return 0.5 * (1 + math.cos(math.pi * s / (n / 3)))
-    if cfg.schedule == "jump":  # the learning rate is multiplied by 40 after a third
-        return 1.0 if s < n // 3 else 40.0
+    if cfg.schedule == "jump":  # the learning rate is multiplied by 40 halfway
+        return 1.0 if s < n // 2 else 40.0
     raise ValueError(cfg.schedule)
 
 

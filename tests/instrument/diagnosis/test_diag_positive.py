@@ -17,7 +17,7 @@ SCENARIOS = {
     "missing_zero_grad": ("no_zero_grad", Config(bugs={"no_zero_grad"}, steps=8)),
     "lr_too_high": ("lr_nan", Config(model="cnn", lr=10.0, steps=12)),
     "lr_too_low": ("lr_low", Config(lr=1e-5, steps=105)),
-    "exploding_gradients": ("lr_jump", Config(schedule="jump", lr=0.02, steps=60)),
+    "exploding_gradients": ("lr_jump", Config(schedule="jump", lr=0.02, steps=130)),
     "vanishing_gradients": ("deep_sigmoid", Config(model="deep_sigmoid", steps=25)),
     "dead_units": ("dead_bias", Config(bugs={"dead_bias"}, steps=45)),
     "saturated_units": ("tanh_huge_init", Config(model="tanh_mlp", bugs={"huge_init"},
