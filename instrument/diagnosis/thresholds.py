@@ -80,13 +80,16 @@ class Thresholds:
     explode_factor: float = _t(10.0, "The global gradient norm is this many times its running "
                                      "median ...")
     explode_window: int = _t(50, "... over this many recorded steps (the running median) ...")
-    explode_steps: int = _t(4, "... in this many of the last explode_recent records (near "
-                               "convergence single batches spike 10x: a level shift is "
-                               "needed).")
+    explode_steps: int = _t(5, "... in this many of the last explode_recent records (near "
+                               "convergence single batches spike 10-50x: only a sustained "
+                               "level shift counts).")
     explode_recent: int = _t(5, "Recent records inspected by exploding_gradients.")
     explode_min_baseline: int = _t(50, "Records before the rule judges (early training moves "
                                        "the gradient norm by 10x and more as the network "
                                        "leaves its initialization).")
+    explode_spike_factor: float = _t(1e3, "Or: spikes above this multiple of the median of the "
+                                          "last explode_window records ...")
+    explode_spikes: int = _t(2, "... at least this many of them in that window.")
     explode_growth: float = _t(1e3, "Or: the gradient norm (rolling median of 5) grew by this "
                                     "factor over its median in the 5 records before judging "
                                     "starts.")

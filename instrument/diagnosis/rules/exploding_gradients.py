@@ -1,8 +1,12 @@
 """exploding_gradients: the gradient norm grows by orders of magnitude, or sits far above its
 running median.
 
-Judged only after ``explode_min_baseline`` records: early training moves the gradient norm by
-10x and more as the network leaves its initialization. Reads the global gradient norm, taken at
+Three signatures: a sustained level shift (every one of the last ``explode_recent`` records
+``explode_factor`` times the running median: divergence), repeated huge spikes (the classic
+recurrent-network symptom), and growth by orders of magnitude since the start. Single spikes of
+10-50x the median are normal near convergence and stay quiet. Judged only after
+``explode_min_baseline`` records: early training moves the gradient norm by 10x and more as the
+network leaves its initialization. Reads the global gradient norm, taken at
 the optimizer step, i.e. *after* any clipping the loop does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
 under clipping shows up as the ``clipping_saturated`` finding instead.
 """
@@ -40,8 +44,17 @@ def check(h, th, facts, state):
     above = g[-r:] > th.explode_factor * base
     if base > 0 and above[-1] and above.sum() >= th.explode_steps:
         out.append(_finding(h, steps, g, f"sits {fmt(g[-1] / base)} times above its running "
-                            f"median {fmt(base)} (over the previous {len(prev)} records)",
+                            f"median {fmt(base)} (over the previous {len(prev)} records), at "
+                            f"{int(above.sum())} records in a row",
                             {"grad_norm": float(g[-1]), "running_median": float(base)}))
+    window = g[-w:]
+    spikes = window > th.explode_spike_factor * np.median(finite(window))
+    if spikes[-1] and spikes.sum() >= th.explode_spikes:
+        out.append(_finding(h, steps, g, f"spikes to {fmt(g[-1] / np.median(finite(window)))} "
+                            f"times its median over the last {len(window)} records "
+                            f"({int(spikes.sum())} such spikes)",
+                            {"grad_norm": float(g[-1]), "spikes": int(spikes.sum()),
+                             "median": float(np.median(finite(window)))}))
     ref = finite(np.asarray(state.get("start", [])))
     start = float(np.median(ref)) if len(ref) else np.nan
     now = float(np.median(g[-SMOOTH:]))
