@@ -27,3 +27,12 @@ def trained(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored afterwards): steadier on shared CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
