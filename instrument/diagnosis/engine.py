@@ -71,9 +71,12 @@ class Engine:
             if reason is None:
                 self.active.append(r)
         keys = set(_BASE_KEYS)
+        sizes = {key: 1 for key in _BASE_KEYS}
         for r in self.active:
             keys.update(r.keys)
-        self.history = History(self.th.history, keys)
+            for key, n in (r.windows(self.th) if r.windows else {}).items():
+                sizes[key] = max(sizes.get(key, 1), int(n))
+        self.history = History(self.th.history, keys, sizes)
         self.console = console
         self.strict = strict
         self.findings: list = []

@@ -80,12 +80,18 @@ class History:
     """Rolling windows of the series the active rules read.
 
     Args:
-        maxlen: records kept per series.
+        maxlen: records kept per scalar series (at least), and per layer series unless
+            ``sizes`` says otherwise.
         keys: the series to keep (None: all); ``"prefix/*"`` keeps all ``prefix/...`` series.
+        sizes: records needed per series (layer series keep exactly that many: they are one
+            value per parameter or module, so their windows are kept as short as the rules
+            allow).
     """
 
-    def __init__(self, maxlen: int, keys: Optional[Iterable[str]] = None):
+    def __init__(self, maxlen: int, keys: Optional[Iterable[str]] = None,
+                 sizes: Optional[dict] = None):
         self.maxlen = maxlen
+        self.sizes = dict(sizes or {})
         keys = None if keys is None else set(keys)
         # "lr/*" keeps every series whose name starts with "lr/" (per-param-group scalars)
         self.prefixes = tuple(k[:-1] for k in keys or () if k.endswith("/*"))
@@ -106,14 +112,16 @@ class History:
             if self._wanted(key):
                 ring = self._scalars.get(key)
                 if ring is None:
-                    ring = self._scalars[key] = _Ring(self.maxlen, None)
+                    ring = self._scalars[key] = _Ring(
+                        max(self.maxlen, self.sizes.get(key, 0)), None)
                 ring.push_scalar(d.step, value)
                 self._now.add(key)
         for key, lv in d.layers.items():
             if self._wanted(key):
                 ring = self._layers.get(key)
                 if ring is None:
-                    ring = self._layers[key] = _Ring(self.maxlen, list(lv.layers))
+                    ring = self._layers[key] = _Ring(
+                        max(1, self.sizes.get(key, self.maxlen)), list(lv.layers))
                 ring.push_layers(d.step, lv.layers, lv.values)
                 self._now.add(key)
 

@@ -41,6 +41,9 @@ class Rule:
             missing ``zero_grad()`` causes).
         per_layer: findings are de-duplicated per code and layer (True) or per code only
             (False: run-wide findings whose ``layer`` just points at the worst layer).
+        windows: ``thresholds -> {key: records}``, how many records of each series ``check``
+            reads (the engine keeps no more of layer series; unlisted ones keep
+            ``Thresholds.history``).
     """
 
     code: str
@@ -54,6 +57,7 @@ class Rule:
     after_nonfinite: bool = False
     suppressed_by: tuple = ()
     per_layer: bool = True
+    windows: Optional[Callable] = None
 
     def __post_init__(self):
         if self.severity not in schema.SEVERITIES:

@@ -14,6 +14,7 @@ import numpy as np
 from instrument.diagnosis.facts import CONV, DROPOUT, LINEAR, SHAPE, WEIGHT_KINDS
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
+from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import by_depth, output_module
 from instrument.store import schema
@@ -88,5 +89,6 @@ RULE = Rule(
     suggestion=("Use an initialization matched to the activation (Kaiming/He for ReLU, Xavier "
                 "for tanh), normalize the inputs, or add normalization layers (BatchNorm, "
                 "LayerNorm) between the weight layers."),
-    check=check, needs=("activations",), keys=(Keys.ACT_STD, ),
+    check=check, needs=("activations",), keys=(Keys.ACT_STD, DKeys.FORWARD_ORDER),
+    windows=lambda th: {Keys.ACT_STD: th.act_records, DKeys.FORWARD_ORDER: 1},
     suppressed_by=("missing_zero_grad", "input_scale", "dead_units"))

@@ -46,4 +46,5 @@ RULE = Rule(
     suggestion=("Lower the learning rate or raise the clip threshold to about the 90th "
                 "percentile of the unclipped gradient norms; log the norm returned by "
                 "clip_grad_norm_ to see the real one."),
-    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM_TOTAL,))
+    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM_TOTAL,),
+    windows=lambda th: {Keys.GRAD_NORM_TOTAL: th.clip_window})

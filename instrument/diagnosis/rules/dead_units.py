@@ -23,7 +23,7 @@ from instrument.store.schema import Keys
 def check(h, th, facts, state):
     if not h.has(Keys.ACT_DEAD_FRAC) or h.count(Keys.ACT_DEAD_FRAC) < th.act_records:
         return []
-    _, batch = h.scalar(DKeys.INPUT_BATCH, th.act_records * 10)
+    _, batch = h.scalar(DKeys.INPUT_BATCH, th.act_records)
     if len(batch) and nanmedian(batch) < th.dead_min_batch:
         return []
     steps, mat, names = h.layer(Keys.ACT_DEAD_FRAC, th.act_records)
@@ -48,4 +48,5 @@ RULE = Rule(
                 "the initialization (He/Kaiming for ReLU) and negative biases, normalize the "
                 "inputs, or use LeakyReLU/GELU."),
     check=check, needs=("activations",), keys=(Keys.ACT_DEAD_FRAC, DKeys.INPUT_BATCH),
+    windows=lambda th: {Keys.ACT_DEAD_FRAC: th.act_records, DKeys.INPUT_BATCH: th.act_records},
     suppressed_by=("missing_zero_grad",))

@@ -54,4 +54,5 @@ RULE = Rule(
     summary="optimizer steps happen while the model or a dropout/batch-norm module is in eval mode",
     suggestion=("Call model.train() before the training forward passes, e.g. at the start of "
                 "every epoch and after each validation that calls model.eval()."),
-    check=check, needs=("train_mode",), keys=(DKeys.TRAIN_MODE,), after_nonfinite=True)
+    check=check, needs=("train_mode",), keys=(DKeys.TRAIN_MODE,), after_nonfinite=True,
+    windows=lambda th: {DKeys.TRAIN_MODE: th.eval_window})

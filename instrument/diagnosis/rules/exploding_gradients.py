@@ -6,8 +6,10 @@ Three signatures: a sustained level shift (every one of the last ``explode_recen
 recurrent-network symptom), and growth by orders of magnitude since the start. Single spikes of
 10-50x the median are normal near convergence and stay quiet. Judged only after
 ``explode_min_baseline`` records: early training moves the gradient norm by 10x and more as the
-network leaves its initialization. Reads the global gradient norm, taken at
-the optimizer step, i.e. *after* any clipping the loop does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
+network leaves its initialization.
+
+The global gradient norm is taken at the optimizer step, i.e. *after* any clipping the loop
+does: with ``clip_grad_norm_`` the recorded norm cannot exceed the clip value, so an explosion
 under clipping shows up as the ``clipping_saturated`` finding instead.
 """
 
@@ -87,4 +89,6 @@ RULE = Rule(
                 "(torch.nn.utils.clip_grad_norm_ at about the 90th percentile of the norms), "
                 "and check for a missing optimizer.zero_grad() or unnormalized inputs."),
     check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM),
-    suppressed_by=("missing_zero_grad",), per_layer=False)
+    suppressed_by=("missing_zero_grad",), per_layer=False,
+    windows=lambda th: {Keys.GRAD_NORM_TOTAL: th.explode_window + th.explode_recent,
+                        Keys.GRAD_NORM: 1})

@@ -92,4 +92,5 @@ RULE = Rule(
                 "way, create the optimizer after the model is complete (or add new layers with "
                 "optimizer.add_param_group), and check the learning rate of each param group. "
                 "Set requires_grad=False on parameters you freeze on purpose."),
-    check=check, needs=("grad_norm", "weight_norm"), keys=(Keys.GRAD_NORM, Keys.WEIGHT_NORM))
+    check=check, needs=("grad_norm", "weight_norm"), keys=(Keys.GRAD_NORM, Keys.WEIGHT_NORM),
+    windows=lambda th: {Keys.GRAD_NORM: th.frozen_window, Keys.WEIGHT_NORM: th.frozen_window})

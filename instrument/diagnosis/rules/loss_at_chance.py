@@ -50,4 +50,5 @@ RULE = Rule(
                 "cut off from the inputs, and try to overfit a single small batch first."),
     check=check, needs=("criterion",), needs_classifier=True,
     keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, "lr/*"),
+    windows=lambda th: {DKeys.CRIT_LOSS: th.chance_window},
     suppressed_by=("lr_too_low", "lr_too_high", "missing_zero_grad"))

@@ -16,6 +16,7 @@ import numpy as np
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import finite, fmt, nanmedian
+from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import (columns, loss_key, lr_fraction_of_peak,
                                                lr_warming_up)
@@ -89,4 +90,6 @@ RULE = Rule(
                 "largest stable value), and check that the loss is not scaled down and that "
                 "weight decay is not cancelling the updates."),
     check=check, needs=("update", "weight_norm"),
-    keys=(Keys.UPDATE_RATIO, Keys.LOSS, "lr/*"))
+    keys=(Keys.UPDATE_RATIO, Keys.LOSS, "lr/*"),
+    windows=lambda th: {Keys.UPDATE_RATIO: th.lr_low_window, Keys.LOSS: th.lr_low_window,
+                        DKeys.CRIT_LOSS: th.lr_low_window})

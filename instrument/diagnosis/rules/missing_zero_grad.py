@@ -41,4 +41,4 @@ RULE = Rule(
                 "before the backward pass of the next step. To accumulate over micro-batches, "
                 "call it right after optimizer.step()."),
     check=check, needs=("zero_grad",), keys=(DKeys.GRAD_STALE,), after_nonfinite=True,
-    per_layer=False)
+    per_layer=False, windows=lambda th: {DKeys.GRAD_STALE: th.zero_grad_window})

@@ -56,4 +56,5 @@ RULE = Rule(
     suggestion=("Look at the named module's inputs and weights at this step: lower the learning "
                 "rate, add gradient clipping or warm-up, check the data for NaN/Inf, and guard "
                 "log/sqrt/division against zero or negative arguments."),
-    check=check, keys=(Keys.LOSS, Keys.ACT_NONFINITE, Keys.WEIGHT_NORM), after_nonfinite=True)
+    check=check, keys=(Keys.LOSS, Keys.ACT_NONFINITE, Keys.WEIGHT_NORM), after_nonfinite=True,
+    windows=lambda th: {Keys.ACT_NONFINITE: 1, Keys.WEIGHT_NORM: 1})

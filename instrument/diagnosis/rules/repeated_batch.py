@@ -41,4 +41,5 @@ RULE = Rule(
     suggestion=("Draw a new batch every step: iterate over the DataLoader (for x, y in loader) "
                 "instead of calling next(iter(loader)) once; if you train on the full dataset "
                 "or overfit one batch on purpose, disable this rule."),
-    check=check, needs=("inputs",), keys=(DKeys.INPUT_FP0, DKeys.INPUT_FP1))
+    check=check, needs=("inputs",), keys=(DKeys.INPUT_FP0, DKeys.INPUT_FP1),
+    windows=lambda th: {DKeys.INPUT_FP0: th.repeat_steps, DKeys.INPUT_FP1: th.repeat_steps})

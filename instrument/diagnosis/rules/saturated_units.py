@@ -12,6 +12,7 @@ import numpy as np
 from instrument.diagnosis.facts import BOUNDED
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
+from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import columns, output_module
 from instrument.store import schema
@@ -46,5 +47,6 @@ RULE = Rule(
     suggestion=("Scale the pre-activations down: normalize the inputs, use Xavier/Glorot "
                 "initialization (or a smaller gain), add normalization layers before the "
                 "activation, or lower the learning rate."),
-    check=check, needs=("activations",), keys=(Keys.ACT_SATURATION_FRAC,),
+    check=check, needs=("activations",), keys=(Keys.ACT_SATURATION_FRAC, DKeys.FORWARD_ORDER),
+    windows=lambda th: {Keys.ACT_SATURATION_FRAC: th.act_records, DKeys.FORWARD_ORDER: 1},
     suppressed_by=("missing_zero_grad", "input_scale"))

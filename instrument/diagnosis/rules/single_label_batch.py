@@ -51,4 +51,6 @@ RULE = Rule(
     suggestion=("Shuffle the training data (DataLoader(..., shuffle=True) or a random "
                 "sampler), and check that the labels are loaded correctly."),
     check=check, needs=("criterion",),
-    keys=(DKeys.CRIT_TARGETS, DKeys.CRIT_TARGET_MIN, DKeys.CRIT_TARGET_MAX))
+    keys=(DKeys.CRIT_TARGETS, DKeys.CRIT_TARGET_MIN, DKeys.CRIT_TARGET_MAX),
+    windows=lambda th: {k: th.single_window for k in (DKeys.CRIT_TARGETS, DKeys.CRIT_TARGET_MIN,
+                                                      DKeys.CRIT_TARGET_MAX)})

@@ -15,6 +15,7 @@ import numpy as np
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
+from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import by_depth
 from instrument.store import schema
@@ -58,5 +59,6 @@ RULE = Rule(
     suggestion=("Use ReLU-family activations instead of sigmoid/tanh in deep stacks, "
                 "initialization matched to the activation (Kaiming/He), normalization layers, "
                 "or residual connections."),
-    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM,), per_layer=False,
+    check=check, needs=("grad_norm",), keys=(Keys.GRAD_NORM, DKeys.FORWARD_ORDER),
+    per_layer=False, windows=lambda th: {Keys.GRAD_NORM: 1, DKeys.FORWARD_ORDER: 1},
     suppressed_by=("missing_zero_grad",))

@@ -198,3 +198,21 @@ def test_rules_needing_the_criterion_are_silent_and_say_why():
     bce = Engine(RunFacts(instruments=["criterion", "logits"],
                           criterion={"class": "MSELoss", "kind": "other"}))
     assert "classification criterion" in bce.status["loss_at_chance"]
+
+
+def test_layer_windows_are_as_short_as_the_rules_need():
+    from instrument.store.schema import Keys
+
+    facts = RunFacts(instruments=["grad_norm", "weight_norm", "update", "activations"])
+    th = Thresholds()
+    eng = Engine(facts, th, console=False)
+    names = [f"p{i}" for i in range(3)]
+    for step in range(300):
+        d = StepData(step, scalars={"loss": 1.0, "grad_norm/total": 1.0})
+        for key in (Keys.UPDATE_RATIO, Keys.GRAD_NORM, Keys.WEIGHT_NORM, Keys.ACT_STD):
+            d.layers[key] = LayerValues(names, np.ones(3))
+        eng.observe(d)
+    kept = {k: ring.maxlen for k, ring in eng.history._layers.items()}
+    assert kept == {Keys.UPDATE_RATIO: th.lr_low_window, Keys.GRAD_NORM: th.frozen_window,
+                    Keys.WEIGHT_NORM: th.frozen_window, Keys.ACT_STD: th.act_records}
+    assert eng.history._scalars["grad_norm/total"].maxlen == th.history
