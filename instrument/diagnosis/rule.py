@@ -72,7 +72,9 @@ class Rule:
         if missing:
             return f"needs the instrument(s) {', '.join(missing)}, which did not record"
         if self.needs_classifier and not facts.classifier:
-            name = (facts.criterion or {}).get("class")
+            if not facts.criterion:
+                return ("needs a classification criterion (CrossEntropyLoss or NLLLoss); the "
+                        "run's metadata does not say which criterion it used")
             return (f"needs a classification criterion (CrossEntropyLoss or NLLLoss); the "
-                    f"criterion is {name}")
+                    f"criterion is {facts.criterion.get('class')}")
         return None
