@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from instrument import distributed
 from instrument.context import Context
 from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
@@ -30,7 +31,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5,
+          flush_interval: float = 0.5, per_rank: bool = False,
           thresholds: Optional[Mapping[str, Any]] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
@@ -61,6 +62,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
         flush_interval: seconds between writes; a killed process loses at most about this.
+        per_rank: under torch.distributed, each rank also writes its own store in
+            ``<run>/ranks/rank-<rank>/`` (its step times, loss, activation statistics and
+            NaN events on its own data). Rank 0 writes the run store either way; every rank
+            must call ``watch()`` and ``close()`` (see docs/distributed.md).
         thresholds: overrides of the diagnosis rules' thresholds by name, e.g.
             ``{"dead_fraction": 0.7, "disabled_rules": ["repeated_batch"]}`` (see
             ``instrument.diagnosis.Thresholds`` and docs/rules.md).
@@ -79,9 +84,15 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                         f"(got {type(loss_fn).__name__})")
     resolved = _check_schedules(schedules)
     checked_thresholds = check_thresholds(thresholds)
-    run_dir = _prepare_run_dir(run, overwrite)
     ctx = Context.build(model, optimizer, loss_fn)
+    # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
+    # collective); None otherwise, and nothing distributed happens
+    session = distributed.join(ctx, lambda: _prepare_run_dir(run, overwrite),
+                               per_rank=per_rank, strict=strict)
+    run_dir = session.run_dir if session else _prepare_run_dir(run, overwrite)
     instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
+    if session:
+        instruments = session.configure(instruments)
     sched = {i.name: as_schedule(resolved.get(i.name, resolved.get("*", i.default_schedule)),
                                  f"schedules[{i.name!r}]") for i in instruments}
     sched["scalars"] = as_schedule(1)  # logging is explicit: always on
@@ -98,10 +109,21 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     }
     engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
     meta["diagnosis"] = engine.describe()
-    writer = StoreWriter(store_path(run_dir), meta, flush_interval=flush_interval,
-                         strict=strict, observers=[engine])
+    run_store = store_path(run_dir)
+
+    def open_store(path, meta):
+        # the diagnosis rules watch the run store only (per-rank stores hold partial views)
+        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict,
+                           observers=[engine] if path == run_store else [])
+
+    if session:
+        session.annotate(meta)
+        writer = session.open_writer(open_store, meta)  # rank 0: the run store
+    else:
+        writer = open_store(run_store, meta)
     guard = Guard(strict, report=writer.submit)
-    return Monitor(ctx, instruments, sched, writer, guard, run_dir)
+    return Monitor(ctx, instruments, sched, writer, guard, run_dir,
+                   reducer=session.reducer if session else None)
 
 
 def _check_model_optimizer(model, optimizer) -> None:

@@ -6,8 +6,9 @@ Every step, each leaf module's output is summed in float32 (one reduction); the 
 non-finite exactly when the output holds a NaN or an Inf (float32 sums of finite float32/half
 values do not overflow in practice). Elementwise modules that cannot turn finite inputs into
 non-finite outputs (:data:`SAFE_TYPES`) are skipped: their inputs are checked upstream.
-Gradients and parameters use the ``grad_norm`` and ``weight_norm`` instruments' max-abs and L2
-norms, and the loss is the value passed to ``monitor.log(loss=...)``. The backward order of
+Gradients and parameters use the L2 norms of the ``grad_norm`` and ``weight_norm``
+instruments: a NaN element makes the norm NaN, an Inf element makes it +Inf (so do float32
+values beyond about 1e19, whose squares overflow; messages say so), and the loss is the value passed to ``monitor.log(loss=...)``. The backward order of
 parameters is recorded by post-accumulate-grad hooks that only note the order (no values).
 
 One event per tensor kind is stored when it turns non-finite (not on every following step); if
@@ -73,9 +74,11 @@ class NonFinite(Instrument):
             self._seen.add(index)
             self._order.append(index)
         if self.checked[index]:
-            for t in float_tensors(output):
-                self._pending_idx.append(index)
-                self._pending.append(torch.sum(t.detach(), dtype=torch.float32))
+            tensors = (output,) if isinstance(output, torch.Tensor) else float_tensors(output)
+            for t in tensors:
+                if t.is_floating_point():
+                    self._pending_idx.append(index)
+                    self._pending.append(torch.sum(t, dtype=torch.float32))
 
     def end_step(self):
         if self._pending:
@@ -113,7 +116,7 @@ class NonFinite(Instrument):
             out.append(self.event(schema.NONFINITE, schema.CRITICAL,
                                   f"The loss is {loss} at step {step.step}{where}.",
                                   step.step, origin, tensor="loss", value=str(loss)))
-        out += self._params(step, Keys.GRAD_ABSMAX, "gradient", grad_order, origin)
+        out += self._params(step, Keys.GRAD_NORM, "gradient", grad_order, origin)
         out += self._params(step, Keys.WEIGHT_NORM, "parameter", grad_order, origin)
         for e in out:
             e.suggestion = SUGGESTION
@@ -135,10 +138,12 @@ class NonFinite(Instrument):
         name = self.ctx.param_names[bad[0]]
         what = ("gradient first (in backward order) at parameter" if kind == "gradient"
                 else "values after the optimizer step in parameter")
+        value = "NaN" if np.isnan(vals[bad[0]]) else "Inf (or float32 overflow, |x| > ~1e19)"
         tail = f"; the forward pass went non-finite first at '{origin}'" if origin else ""
         return [self.event(schema.NONFINITE, schema.CRITICAL,
-                           f"Non-finite {what} '{name}' at step {step.step}, {len(bad)} "
-                           f"parameter(s) affected{tail}.", step.step, name, tensor=kind,
+                           f"Non-finite {what} '{name}' at step {step.step}: its norm is "
+                           f"{value}; {len(bad)} parameter(s) affected{tail}.", step.step,
+                           name, tensor=kind,
                            parameters=[self.ctx.param_names[i] for i in bad[:20]])]
 
     def _rank(self, kind, grad_order):

@@ -59,14 +59,13 @@ def test_param_instruments_match_bruteforce(run_dir, opt_name):
         opt.step()
     mon.close()
     run = instrument.load(mon.run_dir)
-    g, gmax = layer_frame(run, Keys.GRAD_NORM), layer_frame(run, Keys.GRAD_ABSMAX)
+    g = layer_frame(run, Keys.GRAD_NORM)
     w, u = layer_frame(run, Keys.WEIGHT_NORM), layer_frame(run, Keys.UPDATE_NORM)
     ratio, eff = layer_frame(run, Keys.UPDATE_RATIO), layer_frame(run, Keys.EFFECTIVE_LR)
     gtot = scalar_frame(run, Keys.GRAD_NORM_TOTAL)
     for step, row in enumerate(ref):
         for name, (rg, rgmax, rw, ru) in row.items():
             assert g[step][name] == pytest.approx(rg, rel=1e-5)
-            assert gmax[step][name] == pytest.approx(rgmax, rel=1e-6)
             assert w[step][name] == pytest.approx(rw, rel=1e-5)
             # the reference difference of float32 weights carries rounding of order
             # eps*|w|/|dw| ~ 1e-4 relative; the momentum-buffer path is exact arithmetic

@@ -34,14 +34,22 @@ def test_pyramid_matches_bruteforce_in_any_chunking(chunks):
     latest = {}
     for part in np.array_split(np.arange(len(steps)), chunks):
         for row in pyr.add(steps[part], values[part]):
-            latest[(row.level, row.bucket)] = row  # upserts: the last version wins
+            assert (row.level, row.bucket) not in latest  # each bucket is written once
+            latest[(row.level, row.bucket)] = row
+    closed = {0: {int(s) for s in steps}}
     for level in range(1, 5):
+        parents = {b // 4 for b in closed[level - 1]}
+        parents.discard(max(parents))  # still open: its last child may grow
+        closed[level] = parents
         expect = brute(steps, values, level, 4)
         got = {b: r for (lv, b), r in latest.items() if lv == level}
-        assert set(got) == set(expect)
-        for b, (n, first, last, mean, mn, mx) in expect.items():
+        assert set(got) == parents
+        for b in parents:
+            n, first, last, mean, mn, mx = expect[b]
             r = got[b]
             assert (r.n, r.first_step, r.last_step) == (n, first, last)
+            sel = (steps // 4**level) == b
+            np.testing.assert_array_equal(r.count, (~np.isnan(values[sel])).sum(0))
             np.testing.assert_allclose(r.mean, mean, rtol=1e-12, equal_nan=True)
             np.testing.assert_array_equal(r.min, mn)
             np.testing.assert_array_equal(r.max, mx)
@@ -50,15 +58,15 @@ def test_pyramid_matches_bruteforce_in_any_chunking(chunks):
 def test_old_steps_are_not_counted_twice():
     pyr = SeriesPyramid(levels=2, base=4)
     pyr.add(np.array([0, 1, 2]), np.array([[1.0], [2.0], [3.0]]))
-    rows = pyr.add(np.array([2, 3]), np.array([[100.0], [4.0]]))
-    level1 = [r for r in rows if r.level == 1][-1]
+    rows = pyr.add(np.array([2, 3, 4]), np.array([[100.0], [4.0], [0.0]]))
+    (level1,) = [r for r in rows if r.level == 1]
     assert level1.n == 4 and level1.mean[0] == pytest.approx(2.5)
 
 
 def test_layers_added_later_are_padded():
     pyr = SeriesPyramid(levels=1, base=4)
     pyr.add(np.array([0]), np.array([[1.0]]))
-    rows = pyr.add(np.array([1]), np.array([[3.0, 5.0]]))
-    r = rows[-1]
+    pyr.add(np.array([1]), np.array([[3.0, 5.0]]))
+    (r,) = pyr.add(np.array([4]), np.array([[0.0, 0.0]]))
     assert r.mean.tolist() == [2.0, 5.0]
     assert r.min.tolist() == [1.0, 5.0]
