@@ -23,7 +23,8 @@ class DKeys:
     # forward_order instrument, per leaf module: rank in the forward pass (0 = called first)
     FORWARD_ORDER = "forward_order"
 
-    # inputs instrument (first tensor argument of the model's grad-enabled forward calls)
+    # inputs instrument (first tensor argument of the model's grad-enabled forward calls);
+    # INPUT_BATCH counts the samples of the step (all micro-batches, all data-parallel ranks)
     INPUT_MEAN = "input/mean"
     INPUT_STD = "input/std"
     INPUT_MIN = "input/min"

@@ -3,13 +3,15 @@
 The first tensor argument of each grad-enabled call of the model is summarized:
 
 * floating-point inputs: mean, std, min and max over all elements (is the data standardized?);
-* any input (also token ids): the batch size (its first dimension, from the shape: no sync) and
-  a two-number *fingerprint*: each sample is projected onto a fixed pseudo-random vector, and
-  the projections are summed plain and weighted by the sample's position in the batch. The same
-  batch gives bit-identical fingerprints; different batches differ with overwhelming
-  probability. Nothing is copied to the host but the two sums.
+* any input (also token ids): the number of samples (first dimension, from the shape: no sync)
+  and a two-number *fingerprint*: each sample is projected onto a fixed pseudo-random vector,
+  and the projections and their squares are summed. The same batch gives identical
+  fingerprints (the same samples in another order too); different batches differ with
+  overwhelming probability. Nothing is copied to the host but the two sums.
 
-Several calls in one step (gradient accumulation) are combined: sums add up, extremes combine.
+Everything is a sum over samples (or an extreme), so several calls in one step (gradient
+accumulation) and data-parallel ranks combine exactly: the step's values describe all the
+samples of the step, as one process on the global batch would see them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 
-COUNT, SUM, SUMSQ, FP0, FP1 = range(5)
+COUNT, SUM, SUMSQ, FP0, FP1, SAMPLES = range(6)
 
 FINGERPRINT_CACHE = 8
 """Projection vectors kept (one per per-sample size and device); inputs whose shapes keep
@@ -50,14 +52,13 @@ class Inputs(Instrument):
     default_schedule = 1
 
     def setup(self, buffer):
-        self.sums = buffer.add("input_sums", 5, fill=0.0, reduce="sum")
+        self.sums = buffer.add("input_sums", 6, fill=0.0, reduce="sum")
         self.min = buffer.add("input_min", 1, fill=math.inf, reduce="min")
         self.max = buffer.add("input_max", 1, fill=-math.inf, reduce="max")
         self._proj: dict = {}
-        self._gen = None
 
     def begin_step(self, step):
-        self._batch = 0
+        self._seen = False
         self._float = False
 
     def model_input(self, args, kwargs):
@@ -66,8 +67,9 @@ class Inputs(Instrument):
             return
         x = x.detach()
         b = x.shape[0] if x.dim() > 0 else 1
-        self._batch = max(self._batch, b)
+        self._seen = True
         row = self.sums.view
+        row[SAMPLES].add_(b)
         if x.is_floating_point():
             self._float = True
             row[COUNT].add_(x.numel())
@@ -85,33 +87,31 @@ class Inputs(Instrument):
             torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
             torch.maximum(self.max.view, hi.to(self.max.view), out=self.max.view)
         flat = x.reshape(b, -1).to(torch.float32)
-        w, pos = self._projection(flat.shape[1], b, flat.device)
-        proj = flat @ w  # one value per sample
-        row[FP0:].add_(torch.stack([proj.sum(), (proj * pos).sum()]).to(row))
+        proj = flat @ self._projection(flat.shape[1], flat.device)  # one value per sample
+        row[FP0:SAMPLES].add_(torch.stack([proj.sum(), torch.dot(proj, proj)]).to(row))
 
-    def _projection(self, d: int, b: int, device):
-        key = (d, b, str(device))
-        found = self._proj.get(key)
-        if found is None:
+    def _projection(self, d: int, device):
+        key = (d, str(device))
+        w = self._proj.get(key)
+        if w is None:
             if len(self._proj) >= FINGERPRINT_CACHE:
                 self._proj.clear()
-            if self._gen is None:  # private generator: the user's RNG stream is untouched
-                self._gen = torch.Generator().manual_seed(0x5EED)
-            w = (torch.rand(d, generator=self._gen) + 0.5).to(device)
-            pos = torch.arange(1, b + 1, dtype=torch.float32).to(device)
-            found = self._proj[key] = (w, pos)
-        return found
+            # a fixed vector from a private generator: the same on every rank and run, and the
+            # user's RNG stream is untouched
+            gen = torch.Generator().manual_seed(0x5EED + d)
+            w = self._proj[key] = (torch.rand(d, generator=gen) + 0.5).to(device)
+        return w
 
     def snapshot(self):
-        return self._batch, self._float
+        return self._seen, self._float
 
     def decode(self, step: HostStep, info):
-        batch, is_float = info
-        if batch == 0:
+        seen, is_float = info
+        if not seen:
             return
         s = step.section("input_sums")
         out = step.data.scalars
-        out[DKeys.INPUT_BATCH] = float(batch)
+        out[DKeys.INPUT_BATCH] = float(s[SAMPLES])
         out[DKeys.INPUT_FP0] = float(s[FP0])
         out[DKeys.INPUT_FP1] = float(s[FP1])
         n = s[COUNT]
