@@ -1,11 +1,7 @@
-"""Re-run the diagnosis rules on a saved run and print a report.
-
-    avionics diagnose runs/exp1                    # readable report
-    avionics diagnose runs/exp1 --set dead_fraction=0.7 --set disabled_rules=repeated_batch
-    avionics diagnose runs/exp1 --json             # for scripts
-
-Exit status: 0 without critical findings, 1 with critical findings, 2 if the run cannot be
-read or an option is wrong. Imports no torch.
+"""Re-run the diagnosis rules on a saved run and print a readable report (--json for
+scripts; --set NAME=VALUE overrides a threshold, see docs/rules.md). Exit status: 0 without
+critical findings, 1 with critical findings, 2 if the run cannot be read or an option is wrong.
+Imports no torch.
 """
 
 from __future__ import annotations

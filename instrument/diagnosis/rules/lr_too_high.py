@@ -24,7 +24,7 @@ from collections import deque
 import numpy as np
 
 from instrument.diagnosis.finding import Finding
-from instrument.diagnosis.history import finite, fmt
+from instrument.diagnosis.history import FIRST_VALUES, finite, fmt
 from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import loss_key, weight_ratio_median
@@ -110,10 +110,10 @@ def _regain(h, th, state):
         return []
     _, loss = h.scalar(key, th.loss_smooth)
     first = finite(h.first(key))
-    if len(loss) < th.loss_smooth or len(first) < th.loss_smooth or \
-            not np.all(np.isfinite(loss)):
+    n_first = min(th.loss_smooth, FIRST_VALUES)  # the history keeps FIRST_VALUES first values
+    if len(loss) < th.loss_smooth or len(first) < n_first or not np.all(np.isfinite(loss)):
         return []
-    start = float(np.median(first[:th.loss_smooth]))
+    start = float(np.median(first[:n_first]))
     smooth = float(np.median(loss[-th.loss_smooth:]))
     best = state["best"] = min(state.get("best", smooth), smooth)
     progress = start - best

@@ -78,3 +78,12 @@ def test_cli_threshold_overrides_and_errors(trained, tmp_path):
     assert bad.returncode == 2 and "dead_fraction" in bad.stderr  # did-you-mean hint
     missing = cli(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no avionics run" in missing.stderr
+
+
+def test_diagnose_imports_no_torch(trained):
+    res, run = trained(*SCENARIOS["repeated_batch"])
+    code = ("import sys; from instrument.cli import main; rc = main(['diagnose', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, res["run_dir"]], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0 and "repeated_batch" in out.stdout, out.stderr
