@@ -42,8 +42,10 @@ def check(h, th, facts, state):
         return []
     evidence = {"initial_loss": loss, "chance": chance, "classes": int(classes),
                 "first_losses": [float(v) for v in first[:th.initial_records]]}
-    head = (f"The first {th.initial_records} losses (median {fmt(loss)}) are far "
-            f"{{}} ln({int(classes)} classes) = {fmt(chance)}")
+    what = (f"The loss at step {h.step} ({fmt(loss)}, before any update) is" if
+            th.initial_records == 1 else
+            f"The first {th.initial_records} losses (median {fmt(loss)}) are")
+    head = f"{what} far {{}} ln({int(classes)} classes) = {fmt(chance)}"
     if loss > th.initial_high_factor * chance and loss - chance > th.initial_high_excess:
         return [Finding(head.format("above") + ": the initial logits are over-confident "
                         "(too large).", None, evidence)]

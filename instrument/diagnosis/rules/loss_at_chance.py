@@ -51,4 +51,5 @@ RULE = Rule(
     check=check, needs=("criterion",), needs_classifier=True,
     keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, "lr/*"),
     windows=lambda th: {DKeys.CRIT_LOSS: th.chance_window},
-    suppressed_by=("lr_too_low", "lr_too_high", "missing_zero_grad"))
+    suppressed_by=("lr_too_low", "lr_too_high", "missing_zero_grad", "dead_units",
+                   "single_label_batch"))
