@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from instrument import distributed
 from instrument.context import Context
+from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
 from instrument.monitor import Monitor
@@ -31,7 +32,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
           flush_interval: float = 0.5, per_rank: bool = False,
-          dashboard: Union[bool, int] = False) -> Monitor:
+          dashboard: Union[bool, int] = False,
+          thresholds: Optional[Mapping[str, Any]] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -69,6 +71,9 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
             process and print its URL (an int picks the port; under torch.distributed only
             rank 0 serves). It serves until this process exits, after ``close()`` too;
             ``monitor.dashboard.wait()`` keeps it up until Ctrl+C.
+        thresholds: overrides of the diagnosis rules' thresholds by name, e.g.
+            ``{"dead_fraction": 0.7, "disabled_rules": ["repeated_batch"]}`` (see
+            ``instrument.diagnosis.Thresholds`` and docs/rules.md).
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -86,6 +91,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     port = type(dashboard) is int and 0 < dashboard < 65536
     if not (dashboard is True or dashboard is False or dashboard is None or port):
         raise ValueError(f"dashboard must be True, False or a port number, got {dashboard!r}")
+    checked_thresholds = check_thresholds(thresholds)
     ctx = Context.build(model, optimizer, loss_fn)
     # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
     # collective); None otherwise, and nothing distributed happens
@@ -109,15 +115,20 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "versions": versions(),
         "host": host_summary(ctx.device),
     }
+    engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
+    meta["diagnosis"] = engine.describe()
+    run_store = store_path(run_dir)
 
     def open_store(path, meta):
-        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict)
+        # the diagnosis rules watch the run store only (per-rank stores hold partial views)
+        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict,
+                           observers=[engine] if path == run_store else [])
 
     if session:
         session.annotate(meta)
         writer = session.open_writer(open_store, meta)  # rank 0: the run store
     else:
-        writer = open_store(store_path(run_dir), meta)
+        writer = open_store(run_store, meta)
     guard = Guard(strict, report=writer.submit)
     monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir,
                       reducer=session.reducer if session else None)

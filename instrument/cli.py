@@ -3,6 +3,7 @@ so ``avionics dashboard`` never imports torch.
 
     avionics runs LOGDIR          list the runs under LOGDIR with their status
     avionics dashboard LOGDIR     serve the browser dashboard (http://127.0.0.1:8050)
+    avionics diagnose RUN         re-run the diagnosis rules on a saved run
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 COMMANDS = {
     "runs": "instrument.commands.runs",
     "dashboard": "instrument.commands.dashboard",
+    "diagnose": "instrument.commands.diagnose",
 }
 
 
