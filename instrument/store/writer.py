@@ -1,35 +1,45 @@
-"""The store writer: a background thread that owns the SQLite connection and does all disk I/O.
+"""The store writer, on the training process's side: all disk I/O leaves the training thread.
 
 The training thread only calls :meth:`StoreWriter.submit`, which appends an item to a deque
-without waking the writer thread (no lock hand-off, no GIL ping-pong per step).
-Items are :class:`StepData`, :class:`Event`, or any object with a ``materialize()`` method that
-returns ``(list[StepData], list[Event])``; the torch side uses the latter so that waiting for a
-device-to-host copy and decoding the statistics also happen on this thread. Every
-``flush_interval`` seconds the thread writes what it has in one transaction and refreshes the
-heartbeat, so a killed process leaves everything up to about one flush interval behind it.
+without waking anyone (no lock hand-off, no GIL ping-pong per step). Items are
+:class:`StepData`, :class:`Event`, ``{"meta": {...}}`` updates, or records with a
+``materialize()`` method returning ``(list[StepData], list[Event])``: the torch side uses the
+latter so that waiting for a device-to-host copy and decoding happen off the training thread.
+
+Every ``flush_interval`` seconds the writer thread materializes what it has and hands the plain
+records to a :class:`~instrument.store.worker.StoreWorker`:
+
+* by default in a **child process** (``python -m instrument.store``, fed through a pipe),
+  so the SQLite writes, the downsampling pyramid and the diagnosis rules (observers) never hold
+  the training process's GIL. If the training process dies, the child sees the pipe close,
+  writes what it received and marks the run crashed;
+* or **on the writer thread** itself (``mode="thread"``, or when a child cannot be started).
+
+Either way a killed process leaves everything up to about one flush interval behind it.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
-import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Optional
-
-import numpy as np
+from typing import Any, Iterable, Optional
 
 from instrument.store import schema
-from instrument.store.pyramid import SeriesPyramid
-from instrument.store.records import Event, LayerValues, StepData
+from instrument.store.records import Event, StepData
+from instrument.store.worker import Observer, StoreWorker, create_store, receive, send
 
 log = logging.getLogger("avionics")
 
-Observer = Callable[[StepData], Iterable[Event]]
-"""Called on the writer thread with each step's data; returns events to store (e.g. warnings)."""
+MODE_ENV = "AVIONICS_STORE_WORKER"
+"""Set to ``thread`` to keep the store worker in the training process (no child process)."""
+
+CLOSE_TIMEOUT_S = 120.0
 
 _CLOSE = object()
 
@@ -39,96 +49,34 @@ class _Barrier:
         self.done = threading.Event()
 
 
-def create_store(path: str, meta: dict) -> None:
-    """Create the database file with its tables, schema version and initial metadata."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        with conn:
-            for ddl in schema.DDL:
-                conn.execute(ddl)
-            if conn.execute("SELECT COUNT(*) FROM schema").fetchone()[0] == 0:
-                conn.execute("INSERT INTO schema (version) VALUES (?)", (schema.SCHEMA_VERSION,))
-            _put_meta(conn, meta)
-    finally:
-        conn.close()
-
-
-def _put_meta(conn, meta: dict) -> None:
-    conn.executemany(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-        [(k, json.dumps(v, default=str)) for k, v in meta.items()],
-    )
-
-
-class _Series:
-    """A registered series: its row id, layer order and pyramid."""
-
-    def __init__(self, sid: int, kind: str, layers: Optional[list]):
-        self.id = sid
-        self.kind = kind
-        self.layers = list(layers) if layers is not None else None
-        self.index = {n: i for i, n in enumerate(self.layers or ())}
-        self.dtype = schema.SCALAR_DTYPE if kind == schema.SCALARS_KIND else schema.LAYER_DTYPE
-        self.pyramid = SeriesPyramid(schema.PYRAMID_LEVELS, schema.PYRAMID_BASE)
-        self.rows: dict[int, np.ndarray] = {}  # step -> values, pending in the current flush
-        self._same = None
-
-    def place_scalars(self, scalars: dict) -> tuple[np.ndarray, bool]:
-        """A row of this (scalars) series from ``{key: value}``; new keys become columns."""
-        grew = False
-        for key in scalars:
-            if key not in self.index:
-                self.index[key] = len(self.layers)
-                self.layers.append(key)
-                grew = True
-        out = np.full(len(self.layers), np.nan)
-        for key, value in scalars.items():
-            out[self.index[key]] = value
-        return out, grew
-
-    def place(self, lv: LayerValues) -> tuple[np.ndarray, bool]:
-        """Values in this series' layer order; new layer names are appended (returns grew)."""
-        if lv.layers is self._same or list(lv.layers) == self.layers:
-            self._same = lv.layers  # instruments pass the same name list every step
-            return lv.values, False
-        grew = False
-        for name in lv.layers:
-            if name not in self.index:
-                self.index[name] = len(self.layers)
-                self.layers.append(name)
-                grew = True
-        out = np.full(len(self.layers), np.nan)
-        out[[self.index[n] for n in lv.layers]] = lv.values
-        return out, grew
-
-
 class StoreWriter:
-    """Owns one run's database and writes to it from a background thread.
+    """Owns one run's store; see the module docstring.
 
     Args:
-        path: the database file (created with :func:`create_store` if absent).
+        path: the database file (created here, synchronously, with its tables and ``meta``).
         meta: initial metadata; ``status`` becomes ``running``.
         flush_interval: seconds between transactions (the crash-loss window).
-        observers: callables run on the writer thread on each step's data.
-        strict: re-raise errors of this thread on the training thread (tests) instead of
-            disabling with one warning.
+        observers: callables run on each step's data (picklable, for the child process).
+        strict: re-raise errors of the writer on the training thread (tests) instead of
+            stopping with one warning.
+        mode: ``"process"`` (default) or ``"thread"``; see the module docstring.
     """
 
     def __init__(self, path: str, meta: dict, *, flush_interval: float = 0.5,
-                 observers: Iterable[Observer] = (), strict: bool = False):
+                 observers: Iterable[Observer] = (), strict: bool = False,
+                 mode: Optional[str] = None):
         self.path = path
         self.flush_interval = flush_interval
-        self.observers = list(observers)
         self.strict = strict
         self._queue: deque = deque()  # append/popleft are atomic: no lock on the hot path
         self._wake = threading.Event()  # set only by flush() and close()
-        self._series: dict[tuple, _Series] = {}
         self._error: Optional[BaseException] = None
         self._failed = False
         self._closed = False
-        self._pid = os.getpid()
         create_store(path, {**meta, "status": schema.RUNNING, "heartbeat": time.time()})
+        mode = mode or os.environ.get(MODE_ENV, "process")
+        self._sink = _open_sink(mode, path, list(observers), strict, self)
+        self.mode = self._sink.mode
         self._thread = threading.Thread(target=self._run, name="avionics-writer", daemon=True)
         self._thread.start()
 
@@ -156,17 +104,17 @@ class StoreWriter:
         self._raise_pending()
 
     def close(self, status: str = schema.FINISHED, **meta) -> None:
-        """Write what is queued, set the final status and stop the thread."""
+        """Write what is queued, set the final status and stop the thread (and child)."""
         if self._closed:
             return
         self._closed = True
         self._queue.append({"meta": {"status": status, "end_time": time.time(), **meta}})
         self._queue.append(_CLOSE)
         self._wake.set()
-        self._thread.join(timeout=120)
+        self._thread.join(timeout=CLOSE_TIMEOUT_S)
         if self._thread.is_alive():
-            log.warning("avionics: the store writer did not finish within 120 s; %s may lack "
-                        "the last steps", self.path)
+            log.warning("avionics: the store writer did not finish within %d s; %s may lack "
+                        "the last steps", CLOSE_TIMEOUT_S, self.path)
         self._raise_pending()
 
     @property
@@ -179,24 +127,27 @@ class StoreWriter:
             err, self._error = self._error, None
             raise err
 
+    # ---- called by sinks (any thread) -------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if not self._failed:
+            log.warning("avionics: cannot write the run store %s (%s: %s). Recording has "
+                        "stopped; training continues.", self.path, type(exc).__name__, exc)
+        self._failed = True
+        self._error = exc
+
+    def _report(self, exc: BaseException) -> None:
+        if self.strict:
+            self._error = exc
+
     # ---- writer-thread side -----------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.Error as exc:
-            self._fail(exc)
-            return self._drain_after_failure()
         pending, barriers = [], []
         next_flush = time.monotonic() + self.flush_interval
         next_beat = 0.0
         closing = False
         while not closing:
             wait = max(0.0, min(next_flush, next_beat) - time.monotonic())
-            items = self._take(wait)
-            for item in items:
+            for item in self._take(wait):
                 if item is _CLOSE:
                     closing = True
                 elif isinstance(item, _Barrier):
@@ -204,24 +155,26 @@ class StoreWriter:
                 else:
                     pending.append(item)
             now = time.monotonic()
-            if pending and (now >= next_flush or closing or barriers):
-                self._write(conn, pending, beat=now >= next_beat)
+            beat = now >= next_beat
+            if not self._failed and (pending and (now >= next_flush or closing or barriers)
+                                     or beat):
+                self._sink.write(self._materialize(pending), beat)
                 pending = []
                 next_flush = now + self.flush_interval
-                next_beat = now + schema.HEARTBEAT_INTERVAL_S
-            elif now >= next_beat:
-                self._write(conn, [], beat=True)
-                next_beat = now + schema.HEARTBEAT_INTERVAL_S
-            if not pending and next_flush <= now:
-                # idle: look again one interval later (a past deadline made the wait 0 and the
-                # thread spin, taking a core and the GIL from training until the next item)
-                next_flush = now + self.flush_interval
-            for b in barriers:
-                b.done.set()
-            barriers = []
+                if beat:
+                    next_beat = now + schema.HEARTBEAT_INTERVAL_S
             if self._failed:
-                return self._drain_after_failure()
-        conn.close()
+                pending = []
+            if not pending and next_flush <= now:
+                # idle: look again one interval later (a past deadline would make the wait 0
+                # and the thread spin, taking a core and the GIL from training)
+                next_flush = now + self.flush_interval
+            if barriers:
+                self._sink.sync()
+                for b in barriers:
+                    b.done.set()
+                barriers = []
+        self._sink.close()
 
     def _take(self, wait: float) -> list:
         if wait > 0:
@@ -232,128 +185,164 @@ class StoreWriter:
             items.append(self._queue.popleft())
         return items
 
-    def _drain_after_failure(self) -> None:
-        while True:  # release flush() callers; drop data (the one warning was given)
-            for item in self._take(1.0):
-                if isinstance(item, _Barrier):
-                    item.done.set()
-                if item is _CLOSE:
-                    return
-
-    def _fail(self, exc: BaseException) -> None:
-        self._failed = True
-        self._error = exc
-        log.warning("avionics: cannot write the run store %s (%s: %s). Recording has stopped; "
-                    "training continues.", self.path, type(exc).__name__, exc)
-
-    def _write(self, conn, items: list, beat: bool) -> None:
-        steps, events, meta = [], [], {}
-        for item in items:
-            if isinstance(item, Event):
-                events.append(item)
-            elif isinstance(item, dict):
-                meta.update(item.get("meta", {}))
-            elif isinstance(item, StepData):
-                steps.append(item)
-            else:
-                try:
-                    data, evs = item.materialize()
-                except Exception as exc:  # last resort; records guard their own instruments
-                    if self.strict:
-                        self._error = exc
-                    log.warning("avionics: dropped one step record: %s: %s",
-                                type(exc).__name__, exc)
-                    continue
-                steps.extend(data)
-                events.extend(evs)
-        steps.sort(key=lambda d: d.step)
-        if self.observers:
-            for d in steps:  # let observers see what instruments reported for the step
-                d.events = [e for e in events if e.step == d.step]
-        events.extend(self._observe(steps))
-        if beat:
-            meta["heartbeat"] = time.time()
-        try:
-            with conn:
-                self._write_steps(conn, steps)
-                conn.executemany(
-                    "INSERT INTO events (step, wall_time, code, severity, layer, message, "
-                    "evidence, suggestion, rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(e.step, e.wall_time, e.code, e.severity, e.layer, e.message,
-                      None if e.evidence is None else json.dumps(e.evidence, default=str),
-                      e.suggestion, e.rank) for e in events])
-                _put_meta(conn, meta)
-        except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
-
-    def _observe(self, steps: list) -> list:
+    def _materialize(self, items: list) -> list:
         out = []
-        for observer in list(self.observers):
+        for item in items:
+            if isinstance(item, (StepData, Event, dict)):
+                out.append(item)
+                continue
             try:
-                for d in steps:
-                    out.extend(observer(d))
-            except Exception as exc:  # fail open: drop this observer, keep recording
-                if self.strict:
-                    self._error = exc
-                self.observers.remove(observer)
-                name = getattr(observer, "__name__", type(observer).__name__)
-                msg = f"observer {name} failed and was disabled: {type(exc).__name__}: {exc}"
-                log.warning("avionics: %s", msg)
-                out.append(Event(schema.INSTRUMENT_ERROR, schema.WARNING, msg,
-                                 step=steps[0].step if steps else None, layer=name))
+                data, evs = item.materialize()
+            except Exception as exc:  # last resort; records guard their own instruments
+                self._report(exc)
+                log.warning("avionics: dropped one step record: %s: %s", type(exc).__name__,
+                            exc)
+                continue
+            out.extend(data)
+            out.extend(evs)
         return out
 
-    def _write_steps(self, conn, steps: list) -> None:
-        if not steps:
+
+def _open_sink(mode: str, path: str, observers: list, strict: bool, writer: StoreWriter):
+    if mode not in ("process", "thread"):
+        raise ValueError(f"store writer mode must be 'process' or 'thread', got {mode!r}")
+    if mode == "process":
+        try:
+            return _ProcessSink(path, observers, strict, writer)
+        except Exception as exc:  # fall back, never fail training over where we write
+            log.warning("avionics: could not start the store worker process (%s: %s); "
+                        "writing from a thread of this process instead", type(exc).__name__,
+                        exc)
+    return _ThreadSink(path, observers, strict, writer)
+
+
+class _ThreadSink:
+    """The worker on the writer thread."""
+
+    mode = "thread"
+
+    def __init__(self, path, observers, strict, writer):
+        self.writer = writer
+        try:
+            self.worker = StoreWorker(path, observers, strict)
+        except Exception as exc:
+            self.worker = None
+            writer._fail(exc)
+
+    def write(self, items: list, beat: bool) -> None:
+        if self.worker is None:
             return
-        conn.executemany("INSERT OR REPLACE INTO steps (step, wall_time) VALUES (?, ?)",
-                         [(d.step, d.wall_time) for d in steps])
-        touched, grown = {}, {}
-        for d in steps:
-            if d.scalars:
-                s = self._get_series(conn, schema.SCALARS_SERIES, schema.SCALARS_KIND, [])
-                values, grew = s.place_scalars(d.scalars)
-                s.rows[d.step] = values
-                touched[s.id] = s
-                if grew:
-                    grown[s.id] = s
-            for key, lv in d.layers.items():
-                s = self._get_series(conn, key, schema.LAYER, lv.layers)
-                values, grew = s.place(lv)
-                s.rows[d.step] = values
-                touched[s.id] = s
-                if grew:
-                    grown[s.id] = s
-        for s in grown.values():
-            conn.execute("UPDATE series SET layers = ? WHERE id = ?", (json.dumps(s.layers), s.id))
-        for s in touched.values():
-            self._write_series(conn, s)
+        try:
+            self.worker.write(items, beat)
+        except Exception as exc:
+            self.writer._fail(exc)
+        if self.worker.pending_error is not None:
+            err, self.worker.pending_error = self.worker.pending_error, None
+            self.writer._report(err)
 
-    def _write_series(self, conn, s: _Series) -> None:
-        step_list = sorted(s.rows)
-        width = max(len(v) for v in s.rows.values())
-        mat = np.full((len(step_list), width), np.nan)
-        for i, st in enumerate(step_list):
-            v = s.rows[st]
-            mat[i, : len(v)] = v
-        s.rows = {}
-        conn.executemany(
-            "INSERT OR REPLACE INTO points (series, step, value) VALUES (?, ?, ?)",
-            [(s.id, st, mat[i].astype(s.dtype).tobytes()) for i, st in enumerate(step_list)])
-        rows = s.pyramid.add(np.array(step_list), mat)
-        if rows:
-            conn.executemany(
-                "INSERT OR REPLACE INTO buckets (series, level, bucket, n, first_step, "
-                "last_step, count, mean, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(s.id, r.level, r.bucket, r.n, r.first_step, r.last_step,
-                  r.count.astype(schema.LAYER_DTYPE).tobytes(), r.mean.astype(s.dtype).tobytes(),
-                  r.min.astype(s.dtype).tobytes(), r.max.astype(s.dtype).tobytes())
-                 for r in rows])
+    def sync(self) -> None:
+        pass
 
-    def _get_series(self, conn, key: str, kind: str, layers) -> _Series:
-        s = self._series.get((key, kind))
-        if s is None:
-            cur = conn.execute("INSERT INTO series (key, kind, layers) VALUES (?, ?, ?)",
-                               (key, kind, json.dumps(list(layers))))
-            s = self._series[(key, kind)] = _Series(cur.lastrowid, kind, layers)
-        return s
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+
+class _ProcessSink:
+    """The worker in a child process, fed through its stdin; replies come on its stdout."""
+
+    mode = "process"
+
+    def __init__(self, path, observers, strict, writer):
+        self.writer = writer
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)  # the child imports this very copy of the package
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen([sys.executable, "-m", "instrument.store"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                     close_fds=True)
+        self._tokens = itertools.count()
+        self._names: dict = {}  # id(list) -> (token, list): each name list crosses once
+        self._acks: dict = {}
+        self._ack_lock = threading.Lock()
+        self._closed = threading.Event()
+        send(self.proc.stdin, ("init", path, observers, strict))
+        self._reader = threading.Thread(target=self._read, name="avionics-writer-replies",
+                                        daemon=True)
+        self._reader.start()
+
+    def _send(self, message) -> bool:
+        try:
+            send(self.proc.stdin, message)
+            return True
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            self.writer._fail(RuntimeError(f"the store worker process exited ({exc})"))
+            return False
+
+    def write(self, items: list, beat: bool) -> None:
+        wire = []
+        for item in items:
+            if isinstance(item, StepData):
+                layers = {}
+                for key, lv in item.layers.items():
+                    entry = self._names.get(id(lv.layers))
+                    if entry is None or entry[1] is not lv.layers:
+                        entry = self._names[id(lv.layers)] = (next(self._tokens), lv.layers)
+                        if not self._send(("names", entry[0], list(lv.layers))):
+                            return
+                    layers[key] = (entry[0], lv.values)
+                wire.append(("step", item.step, item.wall_time, item.scalars, layers))
+            else:
+                wire.append(item)
+        self._send(("write", wire, beat))
+
+    def sync(self, timeout: float = 60.0) -> None:
+        token = next(self._tokens)
+        done = threading.Event()
+        with self._ack_lock:
+            self._acks[token] = done
+        if self._send(("sync", token)):
+            done.wait(timeout)
+
+    def close(self) -> None:
+        if self._send(("close",)):
+            self._closed.wait(CLOSE_TIMEOUT_S)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _read(self) -> None:
+        """Replies of the child: acknowledgements, forwarded log lines, errors."""
+        while True:
+            try:
+                msg = receive(self.proc.stdout)
+            except Exception:
+                msg = None
+            if msg is None:
+                if not self._closed.is_set() and self.proc.poll() not in (None, 0):
+                    self.writer._fail(RuntimeError(
+                        f"the store worker process exited with code {self.proc.returncode}"))
+                self._closed.set()
+                with self._ack_lock:
+                    for done in self._acks.values():
+                        done.set()
+                return
+            kind = msg[0]
+            if kind == "ack":
+                with self._ack_lock:
+                    done = self._acks.pop(msg[1], None)
+                if done is not None:
+                    done.set()
+            elif kind == "log":
+                logging.getLogger(msg[1]).log(msg[2], msg[3])
+            elif kind == "error":
+                self.writer._report(msg[1])
+            elif kind == "failed":
+                self.writer._fail(msg[1])
+            elif kind == "closed":
+                self._closed.set()

@@ -236,8 +236,9 @@ def test_reader_in_another_process_while_writing(run_dir):
 
 
 def test_disk_full_disables_recording_with_one_warning(run_dir, monkeypatch, caplog):
-    """A real SQLite "disk is full" error: recording stops, nothing raises, one warning."""
-    import instrument.store.writer as writer_mod
+    """A real SQLite "disk is full" error: recording stops, nothing raises, one warning.
+    (The worker runs on the writer thread here, so that the test can shrink its database.)"""
+    import instrument.store.worker as writer_mod
 
     real_connect = sqlite3.connect
 
@@ -248,7 +249,7 @@ def test_disk_full_disables_recording_with_one_warning(run_dir, monkeypatch, cap
 
     monkeypatch.setattr(writer_mod.sqlite3, "connect", small_disk)
     os.makedirs(run_dir)
-    w = StoreWriter(store_path(run_dir), {}, flush_interval=0.01, strict=False)
+    w = StoreWriter(store_path(run_dir), {}, flush_interval=0.01, strict=False, mode="thread")
     names = [f"l{i}" for i in range(200)]
     with caplog.at_level("WARNING", logger="avionics"):
         for s in range(500):
@@ -262,7 +263,7 @@ def test_disk_full_disables_recording_with_one_warning(run_dir, monkeypatch, cap
 
 
 def test_disk_error_is_raised_on_the_training_thread_under_strict(run_dir, monkeypatch):
-    import instrument.store.writer as writer_mod
+    import instrument.store.worker as writer_mod
 
     real_connect = sqlite3.connect
 
@@ -273,12 +274,50 @@ def test_disk_error_is_raised_on_the_training_thread_under_strict(run_dir, monke
 
     monkeypatch.setattr(writer_mod.sqlite3, "connect", small_disk)
     os.makedirs(run_dir)
-    w = StoreWriter(store_path(run_dir), {}, flush_interval=0.01, strict=True)
+    w = StoreWriter(store_path(run_dir), {}, flush_interval=0.01, strict=True, mode="thread")
     names = [f"l{i}" for i in range(200)]
     with pytest.raises(sqlite3.OperationalError, match="full"):
         for s in range(500):
             w.submit(StepData(s, layers={"g": LayerValues(names, np.full(200, s))}))
         w.flush()
+
+
+def test_worker_process_death_stops_recording_with_one_warning(run_dir, caplog):
+    w = make_store(run_dir, steps=5)
+    w.strict = False  # the policy under test: warn once and go on
+    assert w.mode == "process"
+    w.flush()
+    w._sink.proc.kill()
+    w._sink.proc.wait()
+    with caplog.at_level("WARNING", logger="avionics"):
+        for s in range(5, 50):
+            w.submit(StepData(s, scalars={"loss": 1.0}))
+            time.sleep(0.005)
+        w.flush(timeout=10)
+        w.close()
+    assert not w.alive
+    msgs = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(msgs) == 1 and "exited" in msgs[0]
+    assert load(run_dir).last_step() == 4  # everything before the worker died is there
+
+
+def test_both_modes_write_the_same_store(tmp_path):
+    frames = []
+    for mode in ("process", "thread"):
+        d = str(tmp_path / mode)
+        os.makedirs(d)
+        w = StoreWriter(store_path(d), {"name": "t"}, flush_interval=0.01, strict=True,
+                        mode=mode)
+        assert w.mode == mode
+        for s in range(300):
+            w.submit(StepData(s, wall_time=float(s), scalars={"loss": 1.0 / (s + 1)},
+                              layers={"g": LayerValues(["a", "b"], [s, -s])}))
+        w.close()
+        r = load(d)
+        frames.append((r.scalars(), r.layers(), r.series("g", schema.LAYER, max_points=30)))
+    (s1, l1, d1), (s2, l2, d2) = frames
+    assert s1.equals(s2) and l1.equals(l2)
+    np.testing.assert_array_equal(d1.mean, d2.mean)
 
 
 def test_reader_does_not_import_torch():
