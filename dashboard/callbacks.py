@@ -17,7 +17,7 @@ from __future__ import annotations
 from dash import (ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update)
 
 from dashboard import navigation, refresh
-from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, pid, run_options
+from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, graph_style, pid, run_options
 from dashboard.panels import BY_NAME, events
 from dashboard.panels.base import READ_ERRORS, View
 
@@ -123,7 +123,7 @@ def _replay(app) -> None:
 
 def _panels(app, catalog) -> None:
     @app.callback(Output(pid(GRAPH, MATCH), "figure"), Output(pid(EXTRA, MATCH), "children"),
-                  Output(pid(STATE, MATCH), "data"),
+                  Output(pid(STATE, MATCH), "data"), Output(pid(GRAPH, MATCH), "style"),
                   Input("view", "data"), Input("heads", "data"),
                   Input(pid(OPTIONS, MATCH), "value"), State(pid(STATE, MATCH), "data"),
                   prevent_initial_call=True)
@@ -135,7 +135,8 @@ def _panels(app, catalog) -> None:
             out = refresh.refresh(panel, catalog, trigger, view, heads, state)
         except READ_ERRORS:  # the store changed under an append: draw it again from scratch
             out = refresh.render(panel, catalog, view, heads)
-        return out.figure, out.extra, out.state
+        style = graph_style(panel, out.figure)
+        return out.figure, out.extra, out.state, no_update if style is None else style
 
     app._avionics_update_panel = update_panel
 

@@ -76,16 +76,30 @@ def replay_bar() -> html.Div:
 def panel_card(panel) -> html.Section:
     """A panel's card: title, toggles, graph, extra content (tables, notes) and its state."""
     toggles = [{"label": label, "value": value} for value, label in panel.OPTIONS]
-    graph = getattr(panel, "GRAPH", True)
+    loading = figures.placeholder("loading…")
     return html.Section([
         html.Div([html.H2(panel.TITLE),
                   dcc.Checklist(id=pid(OPTIONS, panel.NAME), options=toggles, value=[],
                                 inline=True, className="panel-options")],
                  className="panel-head"),
-        dcc.Graph(id=pid(GRAPH, panel.NAME), figure=figures.placeholder("loading…"),
-                  config={"displaylogo": False, "responsive": True,
-                          "displayModeBar": "hover"},
-                  style={} if graph else {"display": "none"}),
+        dcc.Graph(id=pid(GRAPH, panel.NAME), figure=loading, responsive=True,
+                  config={"displaylogo": False, "displayModeBar": "hover"},
+                  style=graph_style(panel, loading)),
         html.Div(id=pid(EXTRA, panel.NAME), className="panel-extra"),
         dcc.Store(id=pid(STATE, panel.NAME)),
     ], className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
+
+
+def graph_style(panel, figure) -> dict | None:
+    """The style of ``panel``'s graph box for ``figure``: its height in pixels, or hidden.
+
+    The graph is fully responsive (it follows the window's width), so plotly fills its box; the
+    box, not the figure, must therefore carry the height. Left to ``height: 100%`` of a card
+    whose height is automatic, the box collapses to zero and the figure spills over the cards
+    below it. ``None`` (no change) when ``figure`` is not a whole figure (a ``Patch``, or no
+    update), since a patch never changes a figure's height.
+    """
+    if not getattr(panel, "GRAPH", True):
+        return {"display": "none"}
+    height = figure.get("layout", {}).get("height") if isinstance(figure, dict) else None
+    return {"height": f"{height}px"} if height else None

@@ -25,7 +25,8 @@ LIVE_STEPS = 1000
 
 PANEL_OUTPUT = ('..{"panel":["MATCH"],"type":"panel-graph"}.figure'
                 '...{"panel":["MATCH"],"type":"panel-extra"}.children'
-                '...{"panel":["MATCH"],"type":"panel-state"}.data..')
+                '...{"panel":["MATCH"],"type":"panel-state"}.data'
+                '...{"panel":["MATCH"],"type":"panel-graph"}.style..')
 
 
 def post(client, payload: dict) -> tuple:
@@ -46,7 +47,8 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
     payload = {
         "output": PANEL_OUTPUT,
         "outputs": [{"id": pid(k, name), "property": p}
-                    for k, p in ((GRAPH, "figure"), (EXTRA, "children"), (STATE, "data"))],
+                    for k, p in ((GRAPH, "figure"), (EXTRA, "children"), (STATE, "data"),
+                                 (GRAPH, "style"))],
         "inputs": [{"id": "view", "property": "data", "value": view},
                    {"id": "heads", "property": "data", "value": heads},
                    {"id": pid(OPTIONS, name), "property": "value", "value": list(options)}],

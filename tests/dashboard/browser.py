@@ -57,3 +57,21 @@ def text(dash_duo, dom_id: str) -> str:
     """Text content of the element with id ``dom_id``."""
     return dash_duo.driver.execute_script(
         "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", dom_id)
+
+
+OVERFLOW_JS = """
+const out = [];
+for (const box of document.querySelectorAll('.panel .dash-graph')) {
+  const svg = box.querySelector('.main-svg');
+  if (!svg || box.offsetParent === null) { continue; }  // hidden graph (GRAPH = False)
+  const drawn = svg.getBoundingClientRect().height, held = box.getBoundingClientRect().height;
+  if (drawn > held + 1) { out.push([box.closest('.panel').id, drawn, held]); }
+}
+return out;
+"""
+
+
+def overflowing(dash_duo) -> list:
+    """``[panel id, figure height, box height]`` of every graph drawn taller than its box, i.e.
+    spilling over the panels below it (and catching their clicks)."""
+    return dash_duo.driver.execute_script(OVERFLOW_JS)

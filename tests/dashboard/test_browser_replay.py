@@ -65,6 +65,7 @@ def test_replay001_slider_play_and_event_rows(dash_duo, tmp_path):
     for name in empty:
         fig = browser.graph(dash_duo, name)
         assert fig and not fig["data"], f"{name} should show why it has no data"
+    assert browser.overflowing(dash_duo) == [], "a figure spills out of its panel"
 
     # keyboard on the slider handle, as a user would
     handle = dash_duo.find_element("#step-slider [role=slider]")
@@ -83,6 +84,7 @@ def test_replay001_slider_play_and_event_rows(dash_duo, tmp_path):
     stopped = slider_value(dash_duo)
     until(lambda: _followed(dash_duo, stopped, drawn), timeout=20, msg="panels disagree after pause")
     assert 17 <= stopped < STEPS - 1 and slider_value(dash_duo) == stopped
+    assert browser.overflowing(dash_duo) == [], "a figure spills out of its panel"
 
     # an event row: jump to its step, highlight its layer
     row = dash_duo.find_element(".events-table .event-row")
