@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from instrument.cockpit.presets import Preset, resolve as resolve_preset
 from instrument.context import Context
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
@@ -29,7 +30,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5) -> Monitor:
+          flush_interval: float = 0.5,
+          preset: Union[str, Preset, None] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -59,6 +61,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
         flush_interval: seconds between writes; a killed process loses at most about this.
+        preset: Cockpit's instruments (docs/cockpit.md): ``"economy"``, ``"business"``,
+            ``"full"`` (its configurations) or an ``instrument.cockpit.Preset`` with options.
+            Each of them can also be enabled alone by naming it in ``schedules``. Most need
+            ``loss_fn``.
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -73,11 +79,16 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                         "nn.CrossEntropyLoss(); a plain function cannot be hooked "
                         f"(got {type(loss_fn).__name__})")
     resolved = _check_schedules(schedules)
+    cockpit = resolve_preset(preset, resolved, loss_fn,
+                             {cls.name for cls in REGISTRY if cls.optional})
     run_dir = _prepare_run_dir(run, overwrite)
     ctx = Context.build(model, optimizer, loss_fn)
-    instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
-    sched = {i.name: as_schedule(resolved.get(i.name, resolved.get("*", i.default_schedule)),
-                                 f"schedules[{i.name!r}]") for i in instruments}
+    cockpit.install(ctx)
+    instruments = [cls(ctx) for cls in REGISTRY
+                   if (not cls.optional or cls.name in cockpit.enabled) and cls.applies(ctx)]
+    sched = {i.name: i.run_schedule(as_schedule(
+        resolved.get(i.name, resolved.get("*", i.default_schedule)), f"schedules[{i.name!r}]"))
+        for i in instruments}
     sched["scalars"] = as_schedule(1)  # logging is explicit: always on
     meta = {
         "name": name or os.path.basename(os.path.normpath(run_dir)),
@@ -87,6 +98,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "settings": {"schedules": {k: repr(v) for k, v in sched.items()},
                      "strict": strict, "flush_interval": flush_interval},
         "instruments": [i.name for i in instruments],
+        "cockpit": cockpit.describe(),
         "versions": versions(),
         "host": host_summary(ctx.device),
     }

@@ -14,9 +14,12 @@ from instrument.instruments.scalars import UserScalars
 from instrument.instruments.update import Update
 from instrument.instruments.weight_norm import WeightNorm
 
+from instrument.cockpit.instruments import COCKPIT_INSTRUMENTS  # noqa: E402  (optional ones)
+
 REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
-            NonFinite)
-"""Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names."""
+            NonFinite) + COCKPIT_INSTRUMENTS
+"""Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names.
+Optional ones (``Instrument.optional``) exist only when a preset or a schedule names them."""
 
 SCHEDULABLE = tuple(cls.name for cls in REGISTRY if cls is not UserScalars)
 

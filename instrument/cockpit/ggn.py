@@ -1,0 +1,100 @@
+"""The exact diagonal of the generalized Gauss-Newton matrix, per Linear/Conv parameter.
+
+``G = sum_i J_i^T H_i J_i`` with ``J_i`` the Jacobian of sample ``i``'s model output ``z_i``
+and ``H_i`` the Hessian of the mean loss w.r.t. ``z_i``. With a factorization
+``H_i = S_i S_i^T`` (``R`` columns ``s_ir``), ``diag(G) = sum_{i, r} (J_i^T s_ir)**2``: each
+column is backpropagated once (``R`` backward passes, e.g. 10 for 10 classes) to every layer's
+output, and each layer turns its per-sample output gradients into squared individual
+gradients with the same kernels as the per-sample engine. For networks that are piecewise
+linear in their inputs (ReLU, max-pooling) the GGN diagonal equals the Hessian diagonal.
+
+``H_i`` is formed with autograd for any criterion: ``R`` cheap backward passes through the loss
+only, then an eigendecomposition per sample (``S_i = V sqrt(max(lambda, 0))``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from instrument.cockpit import constants as C
+from instrument.cockpit import kernels as K
+
+
+def loss_hessian_factors(loss: torch.Tensor, z: torch.Tensor, batch: int) -> torch.Tensor:
+    """``S`` with ``S[i] @ S[i].T`` the Hessian of ``loss`` w.r.t. sample ``i``'s outputs.
+
+    Returns ``(R, *z.shape)``: column ``r`` of every sample, shaped like ``z``. Columns that are
+    zero for all samples (e.g. the constant direction of softmax cross-entropy) are dropped on
+    CPU, where deciding that costs no device sync.
+    """
+    outputs = z.numel() // batch
+    g = torch.autograd.grad(loss, z, create_graph=True)[0].reshape(batch, outputs)
+    rows = []
+    for k in range(outputs):
+        (h,) = torch.autograd.grad(g[:, k].sum(), z, retain_graph=True)
+        rows.append(h.reshape(batch, outputs))
+    Hs = torch.stack(rows, 1).detach().double()  # (B, out, out), symmetric
+    Hs = (Hs + Hs.transpose(1, 2)) / 2
+    lam, V = torch.linalg.eigh(Hs)
+    S = V * lam.clamp_min(0).sqrt()[:, None, :]  # (B, out, R)
+    if z.device.type == "cpu":
+        keep = (lam.amax(0) > lam.abs().amax() * 1e-12).nonzero().reshape(-1)
+        S = S[:, :, keep]
+    return S.permute(2, 0, 1).reshape(-1, *z.shape).to(z.dtype)
+
+
+def layer_output_grads(z: torch.Tensor, outputs: list, columns: torch.Tensor) -> list:
+    """For each column, the gradients of ``<column, z>`` w.r.t. the layer outputs (one backward
+    each); returns, per layer, a tensor ``(R, *output.shape)`` (zeros where unreachable)."""
+    per_layer = [[] for _ in outputs]
+    for col in columns:
+        grads = torch.autograd.grad(z, outputs, grad_outputs=col, retain_graph=True,
+                                    allow_unused=True)
+        for acc, g, out in zip(per_layer, grads, outputs):
+            acc.append(torch.zeros_like(out) if g is None else g)
+    return [torch.stack(acc) for acc in per_layer]
+
+
+def diag_ggn_layer(module: nn.Module, a: torch.Tensor, deltas: torch.Tensor,
+                   tuner: K.Tuner) -> tuple:
+    """``(diag for weight, diag for bias or None)`` from the layer input ``a`` and the stacked
+    column gradients ``deltas`` ``(R, B, *out)``."""
+    R, B = deltas.shape[:2]
+    a = a.float()
+    deltas = deltas.float()
+    w = module.weight
+    if isinstance(module, nn.Linear) and a.dim() == 2:
+        d2 = (deltas * deltas).sum(0)  # (B, out)
+        dw = d2.t() @ (a * a)
+        db = d2.sum(0) if module.bias is not None else None
+        return dw, db
+    dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+    db = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) \
+        if module.bias is not None else None
+    if isinstance(module, nn.Linear):
+        a3 = a.reshape(B, -1, a.shape[-1])
+        for r in range(R):
+            d3 = deltas[r].reshape(B, -1, deltas.shape[-1])
+            dw += torch.bmm(d3.transpose(1, 2), a3).square().sum(0)
+            if db is not None:
+                db += d3.sum(1).square().sum(0)
+        return dw, db
+    O = w.shape[0]
+    per_col = B * w.numel()
+    step = R if module.groups == 1 else 1
+    step = max(1, min(step, C.MATERIALIZE_MAX_ELEMENTS // max(per_col, 1)))
+    for r0 in range(0, R, step):
+        r1 = min(R, r0 + step)
+        if module.groups == 1:  # stack columns as extra output channels: one call
+            d = deltas[r0:r1].transpose(0, 1).reshape(B, (r1 - r0) * O, *deltas.shape[3:])
+            G = tuner.conv_per_sample(module, a, d, 0, (r1 - r0) * O)
+            dw += G.reshape(B, r1 - r0, *w.shape).square().sum((0, 1))
+        else:
+            for r in range(r0, r1):
+                G = tuner.conv_per_sample(module, a, deltas[r], 0, O)
+                dw += G.reshape(B, *w.shape).square().sum(0)
+        if db is not None:
+            bias = deltas[r0:r1].reshape(r1 - r0, B, O, -1).sum(3)
+            db += bias.square().sum((0, 1))
+    return dw, db
