@@ -202,11 +202,12 @@ class PerSampleEngine:
             return []
         self._attached = True
         model = self.ctx.model
-        hs = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
-              model.register_forward_hook(self._post, with_kwargs=True)]
+        hs = [model.register_forward_pre_hook(self._pre, with_kwargs=True)]
         for mi, m in enumerate(self.ctx.modules):
             if mi in self.layers or isinstance(m, _BatchNorm):
                 hs.append(m.register_forward_hook(self._leaf(mi)))
+        # after the leaf hooks: a model that is itself a leaf module still gets recorded
+        hs.append(model.register_forward_hook(self._post, with_kwargs=True))
         if self.loss_fn is not None:
             hs.append(self.loss_fn.register_forward_hook(self._criterion, with_kwargs=True))
         if self.ctx.optimizer is not None:  # runs after the monitor's post-step hook

@@ -126,7 +126,7 @@ class RowsInstrument(CockpitInstrument):
     def decode(self, step: HostStep, info):
         self.decode_notes(step, info)
         B = (info or {}).get("B")
-        if not B:
+        if not B or B < 2:  # one sample has no variance
             return
         rows = step.section(f"cockpit_{self.name}")
         extra = step.section(f"cockpit_{self.name}_global") if self.GLOBAL else None
