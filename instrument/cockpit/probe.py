@@ -15,6 +15,7 @@ import copy
 from typing import Optional
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from instrument.cockpit import constants as C
@@ -62,6 +63,7 @@ class CurvatureProbe:
         self._warm: Optional[torch.Tensor] = None
         self._generator = None
         self._copy_error: Optional[str] = None
+        self._hvp_broken: Optional[str] = None
         self._criterion = copy.copy(ctx.loss_fn)  # called through .forward: none of its hooks
 
     def setup(self) -> None:
@@ -170,12 +172,23 @@ class CurvatureProbe:
         rep = self.replica
         rep.sync()
         record = {} if "diag" in want else None
-        with fork_rng_at(cap.rng, self.ctx.device), torch.enable_grad():
+        if self._hvp_broken:
+            want = want - {"hvp"}
+            if not want:
+                return
+        # the math attention kernel: fused kernels (flash) have no double backward on CPU
+        with fork_rng_at(cap.rng, self.ctx.device), torch.enable_grad(), \
+                sdpa_kernel([SDPBackend.MATH]):
             loss, z = self._forward(cap, spec, rep.copy, record)
             if "diag" in want:
                 self._diag_ggn(cap, loss, z, record, r)
             if "hvp" in want:
-                self._hvp(loss, r)
+                try:
+                    self._hvp(loss, r)
+                except RuntimeError as exc:  # an op without a double backward
+                    self._hvp_broken = (f"a Hessian-vector product cannot be formed for this "
+                                        f"model ({exc})")
+                    self.engine.note("(model)", self._hvp_broken, HVP_WHAT)
 
     def _diag_ggn(self, cap, loss, z, record, r: ProbeResult) -> None:
         B = cap.B
