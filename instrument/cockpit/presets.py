@@ -131,8 +131,11 @@ def resolve(preset: Union[str, Preset, None], schedules: Mapping, loss_fn,
                         f"or None; got {type(preset).__name__}")
     enabled = set(options.instruments)
     for name, spec in schedules.items():
-        if name in optional_names and spec is not None and spec is not False:
-            enabled.add(name)
+        if name in optional_names:
+            if spec is None or spec is False:  # switched off: do not even build it
+                enabled.discard(name)
+            else:
+                enabled.add(name)
     enabled &= set(optional_names) | {"grad_norm", "update"}
     needs = sorted(n for n in enabled if n in PER_SAMPLE or n in PROBE)
     if needs and loss_fn is None:
