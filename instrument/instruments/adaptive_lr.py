@@ -46,7 +46,7 @@ class AdaptiveLR(Instrument):
 
     @classmethod
     def applies(cls, ctx):
-        return second_moment_kind(ctx.optimizer) is not None
+        return bool(ctx.opt_params) and second_moment_kind(ctx.optimizer) is not None
 
     def setup(self, buffer):
         self.kind = second_moment_kind(self.ctx.optimizer)

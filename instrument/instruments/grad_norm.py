@@ -1,4 +1,4 @@
-"""Gradient norms: per parameter (L2 and max-abs) and the global L2 norm.
+"""Gradient norms: per parameter and the global L2 norm.
 
 Taken in the optimizer's pre-step hook, when gradients are final: averaged by DDP, unscaled by a
 GradScaler, clipped if the loop clips. Never from per-parameter autograd hooks, which under DDP
@@ -19,10 +19,13 @@ class GradNorm(Instrument):
     name = "grad_norm"
     default_schedule = 1
 
+    @classmethod
+    def applies(cls, ctx):
+        return bool(ctx.params)
+
     def setup(self, buffer):
         n = len(self.ctx.params)
         self.l2 = buffer.add("grad_norm", n, reduce="norm")
-        self.absmax = buffer.add("grad_absmax", n, reduce="max")
         self.cache = IndexCache(buffer.device)
 
     def begin_step(self, step):
@@ -36,7 +39,6 @@ class GradNorm(Instrument):
                 grads.append(local(p.grad))
         self._present = idx
         write_at(self.l2.view, self.cache, idx, norms(grads, 2.0))
-        write_at(self.absmax.view, self.cache, idx, norms(grads, float("inf")))
 
     def snapshot(self):
         return self._present
@@ -46,7 +48,6 @@ class GradNorm(Instrument):
         l2 = step.section("grad_norm")
         names = self.ctx.param_names
         step.data.layers[Keys.GRAD_NORM] = LayerValues(names, l2)
-        step.data.layers[Keys.GRAD_ABSMAX] = LayerValues(names, step.section("grad_absmax"))
         have = ~np.isnan(l2)
         if have.any():
             step.data.scalars[Keys.GRAD_NORM_TOTAL] = float(np.sqrt(np.sum(l2[have] ** 2)))

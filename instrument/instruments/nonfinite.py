@@ -6,8 +6,10 @@ Every step, each leaf module's output is summed in float32 (one reduction); the 
 non-finite exactly when the output holds a NaN or an Inf (float32 sums of finite float32/half
 values do not overflow in practice). Elementwise modules that cannot turn finite inputs into
 non-finite outputs (:data:`SAFE_TYPES`) are skipped: their inputs are checked upstream.
-Gradients and parameters use the ``grad_norm`` and ``weight_norm`` instruments' max-abs and L2
-norms, and the loss is the value passed to ``monitor.log(loss=...)``.
+Gradients and parameters use the L2 norms of the ``grad_norm`` and ``weight_norm``
+instruments: a NaN element makes the norm NaN, an Inf element makes it +Inf (so do float32
+values beyond about 1e19, whose squares overflow; messages say so), and the loss is the value passed to ``monitor.log(loss=...)``. The backward order of
+parameters is recorded by post-accumulate-grad hooks that only note the order (no values).
 
 One event per tensor kind is stored when it turns non-finite (not on every following step); if
 it recovers (e.g. a GradScaler skipped the step) and fails again, a new event is stored.
@@ -42,13 +44,30 @@ class NonFinite(Instrument):
     def setup(self, buffer):
         self.sec = buffer.add("fwd_sums", len(self.ctx.modules), fill=0.0, reduce="sum")
         self.checked = [not isinstance(m, SAFE_TYPES) for m in self.ctx.modules]
-        self.kinds = {m.__class__.__name__ for m in self.ctx.modules}
         self._bad = {}  # writer thread: tensor kind -> currently non-finite?
         self._idx = {}
+        self._recording = False  # only scheduled steps note the gradient order
+        self._grad_order, self._grad_seen = [], set()
+
+    def attach(self):
+        handles = []
+        for i, p in enumerate(self.ctx.params):
+            if p.requires_grad:
+                handles.append(p.register_post_accumulate_grad_hook(self._grad_hook(i)))
+        return handles
+
+    def _grad_hook(self, i):
+        def hook(param):
+            if self._recording and i not in self._grad_seen:
+                self._grad_seen.add(i)
+                self._grad_order.append(i)
+        return hook
 
     def begin_step(self, step):
         self._order, self._seen = [], set()
         self._pending_idx, self._pending = [], []
+        self._grad_order, self._grad_seen = [], set()
+        self._recording = True
 
     def forward(self, index, module, output):
         if index not in self._seen:
@@ -70,9 +89,11 @@ class NonFinite(Instrument):
         self._pending_idx, self._pending = [], []
 
     def snapshot(self):
-        return list(self._order)
+        self._recording = False
+        return list(self._order), list(self._grad_order)
 
-    def decode(self, step: HostStep, order):
+    def decode(self, step: HostStep, info):
+        order, grad_order = info
         names, data, out = self.ctx.module_names, step.data, []
         fwd = step.section("fwd_sums")
         bad_modules = [i for i in order if not np.isfinite(fwd[i])]
@@ -93,8 +114,8 @@ class NonFinite(Instrument):
             out.append(self.event(schema.NONFINITE, schema.CRITICAL,
                                   f"The loss is {loss} at step {step.step}{where}.",
                                   step.step, origin, tensor="loss", value=str(loss)))
-        out += self._params(step, Keys.GRAD_ABSMAX, "gradient", order, origin)
-        out += self._params(step, Keys.WEIGHT_NORM, "parameter", order, origin)
+        out += self._params(step, Keys.GRAD_NORM, "gradient", grad_order, origin)
+        out += self._params(step, Keys.WEIGHT_NORM, "parameter", grad_order, origin)
         for e in out:
             e.suggestion = SUGGESTION
         step.events.extend(out)
@@ -115,20 +136,21 @@ class NonFinite(Instrument):
         name = self.ctx.param_names[bad[0]]
         what = ("gradient first (in backward order) at parameter" if kind == "gradient"
                 else "values after the optimizer step in parameter")
+        value = "NaN" if np.isnan(vals[bad[0]]) else "Inf (or float32 overflow, |x| > ~1e19)"
         tail = f"; the forward pass went non-finite first at '{origin}'" if origin else ""
         return [self.event(schema.NONFINITE, schema.CRITICAL,
-                           f"Non-finite {what} '{name}' at step {step.step}, {len(bad)} "
-                           f"parameter(s) affected{tail}.", step.step, name, tensor=kind,
+                           f"Non-finite {what} '{name}' at step {step.step}: its norm is "
+                           f"{value}; {len(bad)} parameter(s) affected{tail}.", step.step,
+                           name, tensor=kind,
                            parameters=[self.ctx.param_names[i] for i in bad[:20]])]
 
-    def _rank(self, kind, order):
-        """Sort key: model order for parameters; for gradients, backward order, i.e. the
-        parameters of the module called last in this step's forward pass come first."""
+    def _rank(self, kind, grad_order):
+        """Sort key: model order for parameters; for gradients, the order in which backward
+        accumulated them at this step (parameters never accumulated come last)."""
         if kind == "parameter":
             return lambda i: i
-        rank = {m: r for r, m in enumerate(reversed(order))}
-        far = len(rank)
-        return lambda i: (rank.get(self.ctx.param_owner[i], far), i)
+        rank = {p: r for r, p in enumerate(grad_order)}
+        return lambda i: (rank.get(i, len(rank)), i)
 
     def _transition(self, kind, bad: bool) -> bool:
         was = self._bad.get(kind, False)

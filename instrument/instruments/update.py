@@ -33,6 +33,10 @@ class Update(Instrument):
     name = "update"
     default_schedule = 1
 
+    @classmethod
+    def applies(cls, ctx):
+        return bool(ctx.params)
+
     def setup(self, buffer):
         self.norm = buffer.add("update_norm", len(self.ctx.params), reduce="norm")
         self.cache = IndexCache(buffer.device)

@@ -14,6 +14,10 @@ class WeightNorm(Instrument):
     name = "weight_norm"
     default_schedule = 1
 
+    @classmethod
+    def applies(cls, ctx):
+        return bool(ctx.params)
+
     def setup(self, buffer):
         self.l2 = buffer.add("weight_norm", len(self.ctx.params), reduce="norm")
         self.cache = IndexCache(buffer.device)

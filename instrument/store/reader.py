@@ -150,16 +150,20 @@ class Run:
     # ---- catalogue --------------------------------------------------------------------------
     def keys(self, kind: Optional[str] = None) -> list:
         """Names of the recorded series, optionally only ``"scalar"`` or ``"layer"`` ones."""
-        with self._connect() as conn:
-            rows = conn.execute("SELECT key, kind FROM series ORDER BY id").fetchall()
-        return [k for k, kd in rows if kind is None or kd == kind]
+        out = []
+        for _, key, kd, names in self._catalogue():
+            if kd == schema.SCALARS_KIND:
+                out.extend(k for k in names if kind in (None, schema.SCALAR))
+            elif kind in (None, kd):
+                out.append(key)
+        return out
 
     def layer_names(self, key: str) -> list:
         """The layers of layer series ``key``, in recording order."""
-        info = self._series_info([key], schema.LAYER)
-        if not info:
+        loc = self._locate(key, schema.LAYER)
+        if loc is None:
             raise KeyError(f"no layer series {key!r} in {self.run_dir}")
-        return info[0][3]
+        return loc[1]
 
     def step_range(self) -> tuple:
         """``(first, last)`` logged step, or ``(None, None)`` for an empty run."""
@@ -170,38 +174,47 @@ class Run:
         """The last logged step, or None."""
         return self.step_range()[1]
 
-    def _series_info(self, keys, kind) -> list:
+    def _catalogue(self) -> list:
         with self._connect() as conn:
-            rows = conn.execute("SELECT id, key, kind, layers FROM series").fetchall()
-        out = []
-        for sid, key, kd, layers in rows:
-            if kd != kind or (keys is not None and key not in keys):
-                continue
-            out.append((sid, key, kd, json.loads(layers) if layers else None))
-        return out
+            rows = conn.execute("SELECT id, key, kind, layers FROM series ORDER BY id").fetchall()
+        return [(sid, key, kd, json.loads(layers) if layers else []) for sid, key, kd, layers
+                in rows]
+
+    def _locate(self, key: str, kind: str) -> Optional[tuple]:
+        """``(series id, column names, column of key or None, dtype)`` of a series."""
+        for sid, k, kd, names in self._catalogue():
+            if kind == schema.SCALAR and kd == schema.SCALARS_KIND and key in names:
+                return sid, names, names.index(key), schema.SCALAR_DTYPE
+            if kind == schema.LAYER and kd == schema.LAYER and k == key:
+                return sid, names, None, schema.LAYER_DTYPE
+        return None
 
     # ---- tidy frames --------------------------------------------------------------------------
     def scalars(self, keys: Optional[Iterable[str]] = None, start: Optional[int] = None,
                 stop: Optional[int] = None) -> pd.DataFrame:
         """Scalar series as rows ``step, wall_time, key, value`` (steps in ``[start, stop]``)."""
         keys = None if keys is None else set(keys)
-        frames = []
         lo, hi = _bounds(start, stop)
+        frames = []
         with self._connect() as conn:
-            for sid, key, _, _ in self._series_info(keys, schema.SCALAR):
+            for sid, _, kd, names in self._catalogue():
+                if kd != schema.SCALARS_KIND:
+                    continue
                 rows = conn.execute(
                     "SELECT p.step, s.wall_time, p.value FROM points p LEFT JOIN steps s "
                     "ON s.step = p.step WHERE p.series = ? AND p.step BETWEEN ? AND ? "
                     "ORDER BY p.step", (sid, lo, hi)).fetchall()
                 if not rows:
                     continue
-                step, wall, blobs = zip(*rows)
-                frames.append(pd.DataFrame({
-                    "step": np.asarray(step, dtype=np.int64),
-                    "wall_time": np.asarray(wall, dtype=np.float64),
-                    "key": key,
-                    "value": np.frombuffer(b"".join(blobs), schema.SCALAR_DTYPE).astype(np.float64),
-                }))
+                steps = np.asarray([r[0] for r in rows], dtype=np.int64)
+                wall = np.asarray([r[1] for r in rows], dtype=np.float64)
+                mat = _matrix([r[2] for r in rows], len(names), schema.SCALAR_DTYPE)
+                for col, key in enumerate(names):
+                    if keys is not None and key not in keys:
+                        continue
+                    have = ~np.isnan(mat[:, col])
+                    frames.append(pd.DataFrame({"step": steps[have], "wall_time": wall[have],
+                                                "key": key, "value": mat[have, col]}))
         cols = ["step", "wall_time", "key", "value"]
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
@@ -222,7 +235,9 @@ class Run:
         frames = []
         lo, hi = _bounds(start, stop)
         with self._connect() as conn:
-            for sid, key, _, names in self._series_info(keys, schema.LAYER):
+            for sid, key, kd, names in self._catalogue():
+                if kd != schema.LAYER or (keys is not None and key not in keys):
+                    continue
                 rows = conn.execute(
                     "SELECT step, value FROM points WHERE series = ? AND step BETWEEN ? AND ? "
                     "ORDER BY step", (sid, lo, hi)).fetchall()
@@ -275,16 +290,17 @@ class Run:
     def series(self, key: str, kind: str = schema.SCALAR, start: Optional[int] = None,
                stop: Optional[int] = None, max_points: int = 2000,
                layers: Optional[Sequence[str]] = None) -> Optional[Downsampled]:
-        """Series ``key`` over ``[start, stop]`` with at most ``max_points`` rows.
+        """Series ``key`` over ``[start, stop]`` with about ``max_points`` rows at most.
 
-        Picks the finest pyramid level that fits, so the cost does not grow with the run's
-        length. Returns None if the series does not exist or has no rows in the range.
+        Reads the coarsest needed level of the downsampling pyramid, so the cost does not grow
+        with the run's length; the part of the range that the level has not closed yet is
+        covered by finer levels and raw points. Returns None if there is no data in the range.
         """
-        info = self._series_info([key], kind)
-        if not info:
+        loc = self._locate(key, kind)
+        if loc is None:
             return None
-        sid, _, _, names = info[0]
-        width = len(names) if names else 1
+        sid, names, col, dtype = loc
+        width = len(names)
         with self._connect() as conn:
             if start is None or stop is None:
                 lo, hi = conn.execute("SELECT MIN(step), MAX(step) FROM points WHERE series = ?",
@@ -294,46 +310,57 @@ class Run:
                 start = lo if start is None else start
                 stop = hi if stop is None else stop
             level = self._pick_level(conn, sid, start, stop, max_points)
-            dtype = schema.SCALAR_DTYPE if kind == schema.SCALAR else schema.LAYER_DTYPE
-            if level == 0:
-                rows = conn.execute(
-                    "SELECT step, value FROM points WHERE series = ? AND step BETWEEN ? AND ? "
-                    "ORDER BY step", (sid, start, stop)).fetchall()
-                if not rows:
-                    return None
-                step = np.asarray([r[0] for r in rows], dtype=np.int64)
-                mean = _matrix([r[1] for r in rows], width, dtype)
-                mn = mx = mean
-                first, count = step, np.ones(len(step), dtype=np.int64)
-            else:
-                size = schema.PYRAMID_BASE**level
-                rows = conn.execute(
-                    "SELECT first_step, last_step, n, mean, min, max FROM buckets WHERE series = ? "
-                    "AND level = ? AND bucket BETWEEN ? AND ? ORDER BY bucket",
-                    (sid, level, start // size, stop // size)).fetchall()
-                if not rows:
-                    return None
-                first = np.asarray([r[0] for r in rows], dtype=np.int64)
-                step = np.asarray([r[1] for r in rows], dtype=np.int64)
-                count = np.asarray([r[2] for r in rows], dtype=np.int64)
-                mean = _matrix([r[3] for r in rows], width, dtype)
-                mn = _matrix([r[4] for r in rows], width, dtype)
-                mx = _matrix([r[5] for r in rows], width, dtype)
-        cols = None
-        if names is not None and layers is not None:
+            rows, raw = self._compose(conn, sid, level, start, stop)
+        if not rows and not raw:
+            return None
+        raw_steps = np.asarray([r[0] for r in raw], dtype=np.int64)
+        raw_values = _matrix([r[1] for r in raw], width, dtype)
+        first = np.concatenate([np.asarray([r[0] for r in rows], dtype=np.int64), raw_steps])
+        step = np.concatenate([np.asarray([r[1] for r in rows], dtype=np.int64), raw_steps])
+        count = np.vstack([_matrix([r[2] for r in rows], width, schema.LAYER_DTYPE),
+                           (~np.isnan(raw_values)).astype(np.float64)])
+        mean = np.vstack([_matrix([r[3] for r in rows], width, dtype), raw_values])
+        mn = np.vstack([_matrix([r[4] for r in rows], width, dtype), raw_values])
+        mx = np.vstack([_matrix([r[5] for r in rows], width, dtype), raw_values])
+        if col is not None:  # one scalar: keep the rows where it was recorded
+            have = count[:, col] > 0
+            return Downsampled(key, level, step[have], first[have],
+                               count[have, col].astype(np.int64), mean[have, col],
+                               mn[have, col], mx[have, col], None)
+        if layers is not None:
             pos = {n: i for i, n in enumerate(names)}
             cols = [pos[n] for n in layers if n in pos]
             names = [names[i] for i in cols]
-        if names is None:
-            mean, mn, mx = mean[:, 0], mn[:, 0], mx[:, 0]
-        elif cols is not None:
-            mean, mn, mx = mean[:, cols], mn[:, cols], mx[:, cols]
-        return Downsampled(key, level, step, first, count, mean, mn, mx, names)
+            count, mean, mn, mx = count[:, cols], mean[:, cols], mn[:, cols], mx[:, cols]
+        return Downsampled(key, level, step, first, count.astype(np.int64), mean, mn, mx,
+                           names)
+
+    @staticmethod
+    def _compose(conn, sid, level, start, stop) -> tuple:
+        """Bucket rows ``(first, last, count, mean, min, max)`` covering ``[start, stop]`` (closed
+        buckets of ``level``, then of each finer level after them) and the raw ``(step, value)``
+        rows after those."""
+        rows, lo = [], start
+        for lv in range(level, 0, -1):
+            size = schema.PYRAMID_BASE**lv
+            got = conn.execute(
+                "SELECT first_step, last_step, count, mean, min, max, bucket FROM buckets "
+                "WHERE series = ? AND level = ? AND bucket BETWEEN ? AND ? ORDER BY bucket",
+                (sid, lv, lo // size, stop // size)).fetchall()
+            if got:
+                rows.extend(r[:6] for r in got)
+                lo = (got[-1][6] + 1) * size
+        raw = conn.execute("SELECT step, value FROM points WHERE series = ? AND step BETWEEN ? "
+                           "AND ? ORDER BY step", (sid, lo, stop)).fetchall()
+        return rows, raw
 
     def _pick_level(self, conn, sid, start, stop, max_points) -> int:
+        base = schema.PYRAMID_BASE
         span = max(stop - start + 1, 1)
+        # closed buckets of a level plus at most (base - 1) rows per finer level for the tail
+        fits = lambda lv, rows: rows + base * (lv + 1) <= max_points  # noqa: E731
         level = 0
-        while level < schema.PYRAMID_LEVELS and span // schema.PYRAMID_BASE**level + 2 > max_points:
+        while level < schema.PYRAMID_LEVELS and not fits(level, span // base**level + 2):
             level += 1
         while level > 0:  # sparse series: a finer level may still fit
             finer = level - 1
@@ -342,37 +369,39 @@ class Run:
                        "BETWEEN ? AND ? LIMIT ?)")
                 args = (sid, start, stop, max_points + 1)
             else:
-                size = schema.PYRAMID_BASE**finer
+                size = base**finer
                 sql = ("SELECT COUNT(*) FROM (SELECT 1 FROM buckets WHERE series = ? AND level = ? "
                        "AND bucket BETWEEN ? AND ? LIMIT ?)")
                 args = (sid, finer, start // size, stop // size, max_points + 1)
-            if conn.execute(sql, args).fetchone()[0] > max_points:
+            if not fits(finer, conn.execute(sql, args).fetchone()[0]):
                 break
             level = finer
         return level
 
     def points_after(self, key: str, kind: str = schema.SCALAR, after_step: int = -1,
                      limit: int = 10000) -> tuple:
-        """Raw rows with ``step > after_step`` (a live cursor): ``(steps, values)``."""
-        info = self._series_info([key], kind)
-        if not info:
+        """Raw rows with ``step > after_step`` (a live cursor): ``(steps, values)``; for a
+        scalar, only the steps where it was recorded."""
+        loc = self._locate(key, kind)
+        if loc is None:
             return np.zeros(0, dtype=np.int64), np.zeros((0,))
-        sid, _, _, names = info[0]
-        width = len(names) if names else 1
-        dtype = schema.SCALAR_DTYPE if kind == schema.SCALAR else schema.LAYER_DTYPE
+        sid, names, col, dtype = loc
         with self._connect() as conn:
             rows = conn.execute("SELECT step, value FROM points WHERE series = ? AND step > ? "
                                 "ORDER BY step LIMIT ?", (sid, after_step, limit)).fetchall()
         steps = np.asarray([r[0] for r in rows], dtype=np.int64)
-        mat = _matrix([r[1] for r in rows], width, dtype)
-        return steps, (mat[:, 0] if names is None else mat)
+        mat = _matrix([r[1] for r in rows], len(names), dtype)
+        if col is None:
+            return steps, mat
+        have = ~np.isnan(mat[:, col])
+        return steps[have], mat[have, col]
 
     def at_step(self, key: str, step: int) -> Optional[tuple]:
         """Layer series ``key`` at the last recorded step ``<= step``: ``(step, layers, values)``."""
-        info = self._series_info([key], schema.LAYER)
-        if not info:
+        loc = self._locate(key, schema.LAYER)
+        if loc is None:
             return None
-        sid, _, _, names = info[0]
+        sid, names, _, _ = loc
         with self._connect() as conn:
             row = conn.execute("SELECT step, value FROM points WHERE series = ? AND step <= ? "
                                "ORDER BY step DESC LIMIT 1", (sid, step)).fetchone()

@@ -7,13 +7,17 @@ A run is a directory holding one SQLite database, :data:`STORE_FILE`. The tables
 
 ``schema``   one row, the schema version the file was written with.
 ``meta``     ``key -> JSON value``: name, status, heartbeat, model/optimizer summary, settings.
-``series``   one row per recorded series. ``kind`` is ``"scalar"`` (one value per step) or
-             ``"layer"`` (one value per named layer per step; ``layers`` is the JSON list of names).
+``series``   one row per stored series with ``layers``, the JSON list of its column names.
+             ``kind`` ``"layer"``: one column per named layer (parameter or module) of one key.
+             All scalars share ONE series, :data:`SCALARS_SERIES` (kind ``"scalars"``), whose
+             columns are the scalar keys, so a step's scalars are one row.
 ``steps``    the wall time of every logged step.
 ``points``   raw values: one row per (series, step); ``value`` is a little-endian array
-             (float64 for scalars, float32 for layer series), one entry per layer.
+             (float64 for scalars, float32 for layer series), one entry per column; NaN means
+             "not recorded at this step".
 ``buckets``  the downsampling pyramid: level ``L`` aggregates the steps
-             ``[b * BASE**L, (b + 1) * BASE**L)`` into count, mean, min and max per layer.
+             ``[b * BASE**L, (b + 1) * BASE**L)`` into count, mean, min and max per column;
+             only closed buckets are stored (a reader covers the open tail with finer levels).
 ``events``   NaN/Inf events, instrument errors and diagnosis warnings.
 """
 
@@ -33,6 +37,9 @@ PYRAMID_LEVELS = 12
 
 SCALAR = "scalar"
 LAYER = "layer"
+SCALARS_SERIES = "__scalars__"
+"""Key of the one stored series (kind ``"scalars"``) that holds every scalar as a column."""
+SCALARS_KIND = "scalars"
 
 SCALAR_DTYPE = "<f8"
 LAYER_DTYPE = "<f4"
@@ -59,6 +66,7 @@ DDL = (
         n INTEGER NOT NULL,
         first_step INTEGER NOT NULL,
         last_step INTEGER NOT NULL,
+        count BLOB NOT NULL,
         mean BLOB NOT NULL,
         min BLOB NOT NULL,
         max BLOB NOT NULL,
@@ -127,7 +135,6 @@ class Keys:
 
     # per parameter (layer = parameter name)
     GRAD_NORM = "grad_norm"
-    GRAD_ABSMAX = "grad_absmax"
     WEIGHT_NORM = "weight_norm"
     UPDATE_NORM = "update_norm"
     UPDATE_RATIO = "update_ratio"

@@ -1,6 +1,7 @@
 """The store writer: a background thread that owns the SQLite connection and does all disk I/O.
 
-The training thread only calls :meth:`StoreWriter.submit`, which puts an item on a queue.
+The training thread only calls :meth:`StoreWriter.submit`, which appends an item to a deque
+without waking the writer thread (no lock hand-off, no GIL ping-pong per step).
 Items are :class:`StepData`, :class:`Event`, or any object with a ``materialize()`` method that
 returns ``(list[StepData], list[Event])``; the torch side uses the latter so that waiting for a
 device-to-host copy and decoding the statistics also happen on this thread. Every
@@ -13,10 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -68,13 +69,28 @@ class _Series:
         self.kind = kind
         self.layers = list(layers) if layers is not None else None
         self.index = {n: i for i, n in enumerate(self.layers or ())}
-        self.dtype = schema.SCALAR_DTYPE if kind == schema.SCALAR else schema.LAYER_DTYPE
+        self.dtype = schema.SCALAR_DTYPE if kind == schema.SCALARS_KIND else schema.LAYER_DTYPE
         self.pyramid = SeriesPyramid(schema.PYRAMID_LEVELS, schema.PYRAMID_BASE)
         self.rows: dict[int, np.ndarray] = {}  # step -> values, pending in the current flush
+        self._same = None
+
+    def place_scalars(self, scalars: dict) -> tuple[np.ndarray, bool]:
+        """A row of this (scalars) series from ``{key: value}``; new keys become columns."""
+        grew = False
+        for key in scalars:
+            if key not in self.index:
+                self.index[key] = len(self.layers)
+                self.layers.append(key)
+                grew = True
+        out = np.full(len(self.layers), np.nan)
+        for key, value in scalars.items():
+            out[self.index[key]] = value
+        return out, grew
 
     def place(self, lv: LayerValues) -> tuple[np.ndarray, bool]:
         """Values in this series' layer order; new layer names are appended (returns grew)."""
-        if list(lv.layers) == self.layers:
+        if lv.layers is self._same or list(lv.layers) == self.layers:
+            self._same = lv.layers  # instruments pass the same name list every step
             return lv.values, False
         grew = False
         for name in lv.layers:
@@ -105,7 +121,8 @@ class StoreWriter:
         self.flush_interval = flush_interval
         self.observers = list(observers)
         self.strict = strict
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: deque = deque()  # append/popleft are atomic: no lock on the hot path
+        self._wake = threading.Event()  # set only by flush() and close()
         self._series: dict[tuple, _Series] = {}
         self._error: Optional[BaseException] = None
         self._failed = False
@@ -120,7 +137,7 @@ class StoreWriter:
         """Queue a StepData, Event, materializable record or ``{"meta": {...}}`` update."""
         self._raise_pending()
         if not self._failed and not self._closed:
-            self._queue.put(item)
+            self._queue.append(item)
 
     def set_meta(self, **values) -> None:
         """Queue metadata updates (JSON-serializable values)."""
@@ -132,7 +149,8 @@ class StoreWriter:
             self._raise_pending()
             return
         barrier = _Barrier()
-        self._queue.put(barrier)
+        self._queue.append(barrier)
+        self._wake.set()
         if not barrier.done.wait(timeout):
             raise TimeoutError(f"avionics writer did not flush within {timeout}s")
         self._raise_pending()
@@ -142,8 +160,9 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put({"meta": {"status": status, "end_time": time.time(), **meta}})
-        self._queue.put(_CLOSE)
+        self._queue.append({"meta": {"status": status, "end_time": time.time(), **meta}})
+        self._queue.append(_CLOSE)
+        self._wake.set()
         self._thread.join(timeout=120)
         if self._thread.is_alive():
             log.warning("avionics: the store writer did not finish within 120 s; %s may lack "
@@ -201,23 +220,21 @@ class StoreWriter:
         conn.close()
 
     def _take(self, wait: float) -> list:
-        try:
-            items = [self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
+        if wait > 0:
+            self._wake.wait(wait)
+        self._wake.clear()
+        items = []
+        while self._queue:
+            items.append(self._queue.popleft())
+        return items
 
     def _drain_after_failure(self) -> None:
         while True:  # release flush() callers; drop data (the one warning was given)
-            item = self._queue.get()
-            if isinstance(item, _Barrier):
-                item.done.set()
-            if item is _CLOSE:
-                return
+            for item in self._take(1.0):
+                if isinstance(item, _Barrier):
+                    item.done.set()
+                if item is _CLOSE:
+                    return
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = True
@@ -284,21 +301,25 @@ class StoreWriter:
             return
         conn.executemany("INSERT OR REPLACE INTO steps (step, wall_time) VALUES (?, ?)",
                          [(d.step, d.wall_time) for d in steps])
-        touched = []
+        touched, grown = {}, {}
         for d in steps:
-            for key, value in d.scalars.items():
-                s = self._get_series(conn, key, schema.SCALAR, None)
-                s.rows[d.step] = np.array([value], dtype=np.float64)
-                touched.append(s)
+            if d.scalars:
+                s = self._get_series(conn, schema.SCALARS_SERIES, schema.SCALARS_KIND, [])
+                values, grew = s.place_scalars(d.scalars)
+                s.rows[d.step] = values
+                touched[s.id] = s
+                if grew:
+                    grown[s.id] = s
             for key, lv in d.layers.items():
                 s = self._get_series(conn, key, schema.LAYER, lv.layers)
                 values, grew = s.place(lv)
-                if grew:
-                    conn.execute("UPDATE series SET layers = ? WHERE id = ?",
-                                 (json.dumps(s.layers), s.id))
                 s.rows[d.step] = values
-                touched.append(s)
-        for s in {id(s): s for s in touched}.values():
+                touched[s.id] = s
+                if grew:
+                    grown[s.id] = s
+        for s in grown.values():
+            conn.execute("UPDATE series SET layers = ? WHERE id = ?", (json.dumps(s.layers), s.id))
+        for s in touched.values():
             self._write_series(conn, s)
 
     def _write_series(self, conn, s: _Series) -> None:
@@ -313,18 +334,19 @@ class StoreWriter:
             "INSERT OR REPLACE INTO points (series, step, value) VALUES (?, ?, ?)",
             [(s.id, st, mat[i].astype(s.dtype).tobytes()) for i, st in enumerate(step_list)])
         rows = s.pyramid.add(np.array(step_list), mat)
-        conn.executemany(
-            "INSERT OR REPLACE INTO buckets (series, level, bucket, n, first_step, last_step, "
-            "mean, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(s.id, r.level, r.bucket, r.n, r.first_step, r.last_step,
-              r.mean.astype(s.dtype).tobytes(), r.min.astype(s.dtype).tobytes(),
-              r.max.astype(s.dtype).tobytes()) for r in rows])
+        if rows:
+            conn.executemany(
+                "INSERT OR REPLACE INTO buckets (series, level, bucket, n, first_step, "
+                "last_step, count, mean, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.id, r.level, r.bucket, r.n, r.first_step, r.last_step,
+                  r.count.astype(schema.LAYER_DTYPE).tobytes(), r.mean.astype(s.dtype).tobytes(),
+                  r.min.astype(s.dtype).tobytes(), r.max.astype(s.dtype).tobytes())
+                 for r in rows])
 
     def _get_series(self, conn, key: str, kind: str, layers) -> _Series:
         s = self._series.get((key, kind))
         if s is None:
-            cur = conn.execute(
-                "INSERT INTO series (key, kind, layers) VALUES (?, ?, ?)",
-                (key, kind, None if layers is None else json.dumps(list(layers))))
+            cur = conn.execute("INSERT INTO series (key, kind, layers) VALUES (?, ?, ?)",
+                               (key, kind, json.dumps(list(layers))))
             s = self._series[(key, kind)] = _Series(cur.lastrowid, kind, layers)
         return s

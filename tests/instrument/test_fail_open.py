@@ -1,0 +1,75 @@
+"""An instrument that fails is disabled with one warning and one stored event; training goes on.
+Under strict=True the error is raised instead."""
+
+import pytest
+import torch
+from torch import nn
+
+import instrument
+from instrument.guard import InstrumentWarning
+from instrument.instruments.grad_norm import GradNorm
+from instrument.store.schema import Keys
+from tests.helpers import batches, mlp, scalar_frame, train
+
+
+@pytest.fixture
+def broken_grad_norm(monkeypatch):
+    def boom(self):
+        raise RuntimeError("simulated instrument bug")
+    monkeypatch.setattr(GradNorm, "pre_step", boom)
+
+
+def test_failure_disables_only_that_instrument(run_dir, broken_grad_norm):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir)
+    with pytest.warns(InstrumentWarning, match="grad_norm.*disabled") as rec:
+        train(model, opt, batches(4), monitor=mon)
+    mon.close()
+    assert len([w for w in rec if issubclass(w.category, InstrumentWarning)]) == 1
+    run = instrument.load(mon.run_dir)
+    ev = run.events(codes=["instrument_error"])
+    assert len(ev) == 1 and ev.loc[0, "layer"] == "grad_norm" and ev.loc[0, "step"] == 0
+    assert "simulated instrument bug" in ev.loc[0, "message"]
+    assert Keys.GRAD_NORM_TOTAL not in run.keys()
+    assert sorted(scalar_frame(run, Keys.WEIGHT_NORM_TOTAL)) == [0, 1, 2, 3]
+    assert sorted(scalar_frame(run, Keys.LOSS)) == [0, 1, 2, 3]
+
+
+def test_strict_reraises(run_dir, broken_grad_norm):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True)
+    with pytest.raises(RuntimeError, match="simulated instrument bug"):
+        train(model, opt, batches(2), monitor=mon)
+    mon.close()
+
+
+def test_decode_failure_on_the_writer_thread_is_fail_open(run_dir, monkeypatch):
+    def bad_decode(self, step, info):
+        raise ValueError("cannot decode")
+    monkeypatch.setattr(GradNorm, "decode", bad_decode)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir)
+    with pytest.warns(InstrumentWarning, match="decode"):
+        train(model, opt, batches(3), monitor=mon)
+        mon.flush()
+    mon.close()
+    run = instrument.load(mon.run_dir)
+    assert len(run.events(codes=["instrument_error"])) == 1
+    assert sorted(scalar_frame(run, Keys.LOSS)) == [0, 1, 2]
+
+
+def test_training_result_is_unaffected_by_a_failing_instrument(run_dir, broken_grad_norm):
+    import copy
+    a = mlp()
+    b = copy.deepcopy(a)
+    oa, ob = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
+    data = batches(3)
+    train(a, oa, data)
+    with pytest.warns(InstrumentWarning):
+        with instrument.watch(b, ob, run=run_dir) as mon:
+            train(b, ob, data, monitor=mon)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
