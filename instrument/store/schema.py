@@ -180,7 +180,11 @@ class CockpitKeys:
     """
 
     PREFIX = "cockpit/"
-    ALPHA = "cockpit/alpha"  # scalar, stored under the step where the update started
+    ALPHA = "cockpit/alpha"
+    """Alpha, stored under the step where the update started. It is only known one step later,
+    when that step's scalar row is already written, so it is a one-column layer-like series
+    (column :attr:`ALPHA_COLUMN`) whose rows arrive one step late."""
+    ALPHA_COLUMN = "alpha"
     DISTANCE = "cockpit/distance"
     NORM_TEST = "cockpit/norm_test"
     INNER_TEST = "cockpit/inner_test"

@@ -9,7 +9,8 @@ fit's minimum ``x* = -mu1 / (2 mu2)``: -1 means no progress, 0 a step onto the v
 step to the opposite slope at the same height; a concave fit gives -1 (Cockpit's convention).
 
 It needs two consecutive steps, so the instrument also runs on the step after each scheduled
-one, and the value is stored under the step where the update started (``HostStep.late``). The
+one, and the value is stored under the step where the update started (``HostStep.late``, as
+the one-column layer series ``cockpit/alpha``: scalar rows are written once per step). The
 projections come from the per-sample engine without individual gradients: at step ``t`` the
 layers' ``(input, output gradient)`` pairs are kept until the optimizer has stepped (then
 ``d`` is known); at ``t + 1`` they are projected onto ``d`` inside the backward pass. Layers the
@@ -28,7 +29,7 @@ from instrument.cockpit import constants as C
 from instrument.cockpit.instruments.base import CockpitInstrument
 from instrument.instruments.base import HostStep
 from instrument.schedules import Schedule
-from instrument.store.records import StepData
+from instrument.store.records import LayerValues, StepData
 from instrument.store.schema import CockpitKeys
 from instrument.tensorops import local
 
@@ -80,6 +81,7 @@ class Alpha(CockpitInstrument):
         self._user = getattr(self, "_user", None) or (lambda s: True)
         self._pending = None  # training thread: the started measurement
         self._host = None  # writer thread: (step, wall time, start values)
+        self._column = [CockpitKeys.ALPHA_COLUMN]
         self._params = sorted({i for layer in self.engine.layers.values() for i in layer.params
                                if i in set(self.ctx.opt_params)})
 
@@ -142,7 +144,8 @@ class Alpha(CockpitInstrument):
             t, wall, start = host
             alpha = fit_alpha(start, step.section("cockpit_alpha_end"))
             if alpha is not None:
-                step.late.append(StepData(t, wall, scalars={CockpitKeys.ALPHA: alpha}))
+                step.late.append(StepData(t, wall, layers={CockpitKeys.ALPHA: LayerValues(
+                    self._column, np.array([alpha]))}))
         if info.get("start"):
             self._host = (step.step, step.data.wall_time,
                           step.section("cockpit_alpha_start").copy())

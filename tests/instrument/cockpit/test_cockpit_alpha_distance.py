@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 import instrument
-from cockpit_reference import (alpha_from_definition, batches, individual_grads,
-                               individual_losses, layer_at, scalar_at, tiny_cnn, train)
+from tests.instrument.cockpit.cockpit_reference import (
+    alpha_from_definition, batches, individual_grads, individual_losses, layer_at, scalar_at,
+    tiny_cnn, train)
 from instrument.cockpit import Preset
 from instrument.store.schema import CockpitKeys as CK
 
@@ -39,7 +40,7 @@ def test_alpha_matches_the_quadratic_fit_definition(tmp_path, make_opt):
     crit = nn.CrossEntropyLoss()
     run, records = train(model, make_opt(model.parameters()), crit, data, tmp_path / "r",
                          preset=Preset(extra=("alpha",)))
-    got = run.scalars([CK.ALPHA]).set_index("step")["value"]
+    got = run.layers([CK.ALPHA]).set_index("step")["value"]
     assert list(got.index) == [0, 1, 2]  # the last step has no successor
     for t in range(3):
         assert got[t] == pytest.approx(_alpha_reference(model, crit, records, data, t),
@@ -52,14 +53,16 @@ def test_alpha_on_a_sparse_schedule_and_the_wall_time_of_its_step(tmp_path):
     crit = nn.CrossEntropyLoss()
     run, records = train(model, torch.optim.SGD(model.parameters(), lr=0.2), crit, data,
                          tmp_path / "r", schedules={"alpha": 3})
-    got = run.scalars([CK.ALPHA])
-    assert list(got["step"]) == [0, 3]
+    got = run.layers([CK.ALPHA])
+    assert list(got["step"]) == [0, 3] and set(got["layer"]) == {CK.ALPHA_COLUMN}
     for t in (0, 3):
         assert float(got.set_index("step")["value"][t]) == pytest.approx(
             _alpha_reference(model, crit, records, data, t), rel=1e-3, abs=1e-4)
-    # the value is written one step late; its step keeps its own wall time
-    loss = run.scalars(["loss"]).set_index("step")["wall_time"]
-    assert got.set_index("step")["wall_time"][3] == loss[3]
+    # written one step late, without touching that step's other values
+    loss = run.scalars(["loss"]).set_index("step")["value"]
+    assert loss.index.tolist() == list(range(6)) and loss.notna().all()
+    series = run.series(CK.ALPHA, kind="layer")
+    assert list(series.step) == [0, 3]
 
 
 def test_distance_from_the_parameters_at_watch_time(tmp_path):
@@ -118,6 +121,6 @@ def test_loop_without_optimizer_skips_alpha(tmp_path):
         mon.step()
     mon.close()
     run = instrument.load(mon.run_dir)
-    from cockpit_reference import flat, norm_test
+    from tests.instrument.cockpit.cockpit_reference import flat, norm_test
     assert scalar_at(run, CK.total(CK.NORM_TEST), 0) == pytest.approx(norm_test(flat(G)),
                                                                       rel=2e-4)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from cockpit_reference import (batches, dense_hessian, individual_grads, layer_at, scalar_at,
-                               split_diag, tiny_cnn, train)
+from tests.instrument.cockpit.cockpit_reference import (
+    batches, dense_hessian, individual_grads, layer_at, scalar_at, split_diag, tiny_cnn, train)
 from instrument.cockpit import Preset
 from instrument.store import schema
 from instrument.store.schema import CockpitKeys as CK

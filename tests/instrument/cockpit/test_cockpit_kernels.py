@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cockpit_reference import binned
+from tests.instrument.cockpit.cockpit_reference import binned
 from instrument.cockpit import ggn, histogram as H, kernels as K
 from instrument.cockpit.lanczos import lanczos, ritz
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cockpit_reference import (batches, binned, cabs, early_stopping, flat, individual_grads,
-                               individual_losses, inner_test, layer_at, mean_gsnr, norm_test,
-                               ortho_test, scalar_at, tiny_cnn, train)
+from tests.instrument.cockpit.cockpit_reference import (
+    batches, binned, cabs, early_stopping, flat, individual_grads, individual_losses,
+    inner_test, layer_at, mean_gsnr, norm_test, ortho_test, scalar_at, tiny_cnn, train)
 from instrument.cockpit import Preset
 from instrument.store.schema import CockpitKeys as CK, HistogramBins
 
