@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
+from instrument.cockpit import constants as C
 from instrument.cockpit import kernels as K
 from instrument.cockpit.presets import Preset
 
@@ -91,7 +92,8 @@ class Capture:
         self.bn_train: list = []  # (position in order, module name)
         self.io: dict = {}
         self.done: set = set()
-        self.kept: dict = {}
+        self.kept: dict = {}  # module index -> (input, output gradient), projected later
+        self.kept_grads: dict = {}  # param index -> individual gradients (B x numel)
         self.params: dict = {}  # param index -> ParamStats
         self.skipped: dict = {}  # layer name -> reason, this capture
         self.global_reason: Optional[str] = None
@@ -219,7 +221,7 @@ class PerSampleEngine:
         consumers no longer need, so no step keeps the previous one's tensors alive."""
         c = self.capture
         if c is not None:
-            c.io, c.kept = {}, {}
+            c.io, c.kept, c.kept_grads = {}, {}, {}
             c.inputs = c.output = c.crit_args = None
 
     # ---- consumers ----------------------------------------------------------------------
@@ -259,16 +261,21 @@ class PerSampleEngine:
         """``(g_i . d)`` over the kept layers of ``capture`` (Alpha's start point), and the
         parameter indices it covers."""
         total, covered = None, set()
+        for pidx, G in capture.kept_grads.items():  # individual gradients kept whole
+            if pidx in direction:
+                p = (G @ direction[pidx].reshape(-1).to(G.dtype)).double()
+                total = p if total is None else total + p
+                covered.add(pidx)
         for mi, (a, delta) in capture.kept.items():
             layer = self.layers[mi]
             dw = direction.get(layer.w) if layer.w is not None else None
-            db = direction.get(layer.b) if layer.b is not None else None
+            db = direction.get(layer.b) if layer.b not in (None, *covered) else None
             if dw is None and db is None:
                 continue
             p = K.project(layer.module, a, delta, dw, db)
             total = p if total is None else total + p
-            covered.update(i for i in layer.params if i in direction)
-        capture.kept = {}
+            covered.update(i for i, v in ((layer.w, dw), (layer.b, db)) if v is not None)
+        capture.kept, capture.kept_grads = {}, {}
         return total, covered
 
     # ---- hooks (training thread) --------------------------------------------------------
@@ -420,11 +427,12 @@ class PerSampleEngine:
             a = a.float()
         delta = grad.float() * c.factor
         d = c.demand
-        if d.keep:
-            c.kept[mi] = (a, delta)
         direction = d.direction or {}
         want = d.stats
         module = layer.module
+        materialize = want - {K.PROJ} and not (isinstance(module, nn.Linear) and a.dim() == 2)
+        if d.keep and not materialize:  # projected later by one forward (or a matmul)
+            c.kept[mi] = (a, delta)
         if want <= {K.PROJ}:  # only Alpha's end point: one forward, no individual gradients
             if any(i in direction for i in layer.params):
                 p = K.project(module, a, delta, direction.get(layer.w), direction.get(layer.b))
@@ -437,20 +445,32 @@ class PerSampleEngine:
             if isinstance(module, nn.Linear) and a.dim() == 2:
                 K.linear_rank_one(st, a, delta, want, self.specs, module.weight, dw)
             else:
-                self._materialized(st, layer, a, delta, want, dw, c.B)
+                kept = self._materialized(st, layer, a, delta, want, dw, c.B, d.keep)
+                if d.keep:
+                    if kept is None:
+                        c.kept[mi] = (a, delta)
+                    else:
+                        c.kept_grads[layer.w] = kept
             self._add_proj(c, st, layer.w, dw)
         if layer.b is not None:
             st = c.params[layer.b] = K.ParamStats()
             db = direction.get(layer.b)
             mean = torch.empty_like(module.bias, dtype=torch.float32) if K.MEAN in want else None
             sgs = torch.empty_like(module.bias, dtype=torch.float32) if K.SGS in want else None
-            K.from_materialized(st, K.bias_grads(module, delta), want, self.specs, c.B,
-                                module.bias.detach(), db, mean, sgs)
+            gb = K.bias_grads(module, delta)
+            K.from_materialized(st, gb, want, self.specs, c.B, module.bias.detach(), db, mean,
+                                sgs)
             st.mean, st.sgs = mean, sgs
             self._add_proj(c, st, layer.b, db)
+            if d.keep and materialize:
+                c.kept_grads[layer.b] = gb
 
-    def _materialized(self, st, layer, a, delta, want, dw, B):
+    def _materialized(self, st, layer, a, delta, want, dw, B, keep=False):
+        """Statistics from individual weight gradients built chunk by chunk; returns them
+        whole (``B x numel``) when ``keep`` and they fit ``MATERIALIZE_MAX_ELEMENTS``."""
         w = layer.module.weight
+        keep = keep and B * w.numel() <= C.MATERIALIZE_MAX_ELEMENTS
+        chunks = []
         mean = torch.empty(w.shape, dtype=torch.float32, device=w.device) \
             if K.MEAN in want else None
         sgs = torch.empty(w.shape, dtype=torch.float32, device=w.device) \
@@ -462,7 +482,10 @@ class PerSampleEngine:
                 None if dw is None else dw.reshape(w.shape[0], -1)[o0:o1],
                 None if mean is None else mean.view(w.shape[0], -1)[o0:o1].view(-1),
                 None if sgs is None else sgs.view(w.shape[0], -1)[o0:o1].view(-1))
+            if keep:
+                chunks.append(G)
         st.mean, st.sgs = mean, sgs
+        return torch.cat(chunks, 1) if keep else None
 
     @staticmethod
     def _add_proj(c, st, pidx, d):

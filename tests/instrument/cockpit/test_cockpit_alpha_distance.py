@@ -47,6 +47,23 @@ def test_alpha_matches_the_quadratic_fit_definition(tmp_path, make_opt):
                                        rel=1e-3, abs=1e-4), t
 
 
+def test_alpha_with_layers_too_large_to_keep(tmp_path, monkeypatch):
+    """Layers whose individual gradients are not kept are projected by a forward pass with
+    the update as weights."""
+    from instrument.cockpit import constants
+
+    monkeypatch.setattr(constants, "MATERIALIZE_MAX_ELEMENTS", 8 * 2 * 9)
+    model = tiny_cnn(seed=1)
+    data = batches(3, seed=2)
+    crit = nn.CrossEntropyLoss()
+    run, records = train(model, torch.optim.SGD(model.parameters(), lr=0.3), crit, data,
+                         tmp_path / "r", preset=Preset("economy"))
+    got = run.layers([CK.ALPHA]).set_index("step")["value"]
+    for t in range(2):
+        assert got[t] == pytest.approx(_alpha_reference(model, crit, records, data, t),
+                                       rel=1e-3, abs=1e-4), t
+
+
 def test_alpha_on_a_sparse_schedule_and_the_wall_time_of_its_step(tmp_path):
     model = tiny_cnn(seed=1)
     data = batches(6, seed=2)

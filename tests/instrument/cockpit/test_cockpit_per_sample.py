@@ -218,3 +218,23 @@ def test_scaled_loss_and_mse(tmp_path):
             assert got[name] == pytest.approx(norm_test(G[name].reshape(7, -1)), rel=RTOL)
         assert scalar_at(run, CK.total(CK.INNER_TEST), step) == pytest.approx(
             inner_test(flat(G)), rel=RTOL)
+
+
+def test_chunked_individual_gradients(tmp_path, monkeypatch):
+    """Layers too large to materialize at once are processed in chunks of output channels."""
+    from instrument.cockpit import constants
+
+    monkeypatch.setattr(constants, "MATERIALIZE_MAX_ELEMENTS", 8 * 2 * 9)  # 2 channels a chunk
+    model = tiny_cnn(seed=6)
+    data = batches(2, seed=8)
+    preset = Preset(extra=("norm_test", "inner_test", "ortho_test", "mean_gsnr",
+                           "grad_hist_1d", "grad_hist_2d"))
+    run, records, crit = _run(tmp_path, model, data, preset=preset)
+    _check_tests(run, records, crit, model, data)
+    for step, (x, y) in enumerate(data):
+        G = individual_grads(model, records[step], crit, x, y)
+        got = layer_at(run, CK.MEAN_GSNR, step)
+        assert got["0.weight"] == pytest.approx(mean_gsnr(G["0.weight"].reshape(8, -1)),
+                                                rel=1e-3)
+        assert layer_at(run, CK.ORTHO_TEST, step)["0.weight"] == pytest.approx(
+            ortho_test(G["0.weight"].reshape(8, -1)), rel=RTOL)
