@@ -48,55 +48,49 @@ def loss_hessian_factors(loss: torch.Tensor, z: torch.Tensor, batch: int) -> tor
 
 def layer_output_grads(z: torch.Tensor, outputs: list, columns: torch.Tensor) -> list:
     """For each column, the gradients of ``<column, z>`` w.r.t. the layer outputs (one backward
-    each); returns, per layer, a tensor ``(R, *output.shape)`` (zeros where unreachable)."""
+    each); returns, per layer, a tensor ``(B, R, *output.shape[1:])`` (zeros where unreachable):
+    sample-major, so that a convolution can treat the columns as extra output channels."""
     per_layer = [[] for _ in outputs]
     for col in columns:
         grads = torch.autograd.grad(z, outputs, grad_outputs=col, retain_graph=True,
                                     allow_unused=True)
         for acc, g, out in zip(per_layer, grads, outputs):
             acc.append(torch.zeros_like(out) if g is None else g)
-    return [torch.stack(acc) for acc in per_layer]
+    return [torch.stack(acc, 1) for acc in per_layer]
 
 
 def diag_ggn_layer(module: nn.Module, a: torch.Tensor, deltas: torch.Tensor,
                    tuner: K.Tuner) -> tuple:
     """``(diag for weight, diag for bias or None)`` from the layer input ``a`` and the stacked
-    column gradients ``deltas`` ``(R, B, *out)``."""
-    R, B = deltas.shape[:2]
+    column gradients ``deltas`` ``(B, R, *out)``."""
+    B, R = deltas.shape[:2]
     a = a.float()
     deltas = deltas.float()
     w = module.weight
-    if isinstance(module, nn.Linear) and a.dim() == 2:
-        d2 = (deltas * deltas).sum(0)  # (B, out)
-        dw = d2.t() @ (a * a)
-        db = d2.sum(0) if module.bias is not None else None
-        return dw, db
-    dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
-    db = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) \
-        if module.bias is not None else None
+    has_bias = module.bias is not None
     if isinstance(module, nn.Linear):
+        if a.dim() == 2:
+            d2 = (deltas * deltas).sum(1)  # (B, out)
+            return d2.t() @ (a * a), (d2.sum(0) if has_bias else None)
         a3 = a.reshape(B, -1, a.shape[-1])
+        d4 = deltas.reshape(B, R, -1, deltas.shape[-1])
+        dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
         for r in range(R):
-            d3 = deltas[r].reshape(B, -1, deltas.shape[-1])
-            dw += torch.bmm(d3.transpose(1, 2), a3).square().sum(0)
-            if db is not None:
-                db += d3.sum(1).square().sum(0)
+            dw += torch.bmm(d4[:, r].transpose(1, 2), a3).square().sum(0)
+        db = d4.sum(2).square().sum((0, 1)) if has_bias else None
         return dw, db
     O = w.shape[0]
-    per_col = B * w.numel()
+    db = deltas.reshape(B, R, O, -1).sum(3).square().sum((0, 1)) if has_bias else None
+    dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
     step = R if module.groups == 1 else 1
-    step = max(1, min(step, C.MATERIALIZE_MAX_ELEMENTS // max(per_col, 1)))
+    step = max(1, min(step, C.MATERIALIZE_MAX_ELEMENTS // max(B * w.numel(), 1)))
     for r0 in range(0, R, step):
         r1 = min(R, r0 + step)
-        if module.groups == 1:  # stack columns as extra output channels: one call
-            d = deltas[r0:r1].transpose(0, 1).reshape(B, (r1 - r0) * O, *deltas.shape[3:])
+        if module.groups == 1:  # the columns as extra output channels: one call
+            d = deltas[:, r0:r1].reshape(B, (r1 - r0) * O, *deltas.shape[3:])
             G = tuner.conv_per_sample(module, a, d, 0, (r1 - r0) * O)
-            dw += G.reshape(B, r1 - r0, *w.shape).square().sum((0, 1))
         else:
-            for r in range(r0, r1):
-                G = tuner.conv_per_sample(module, a, deltas[r], 0, O)
-                dw += G.reshape(B, *w.shape).square().sum(0)
-        if db is not None:
-            bias = deltas[r0:r1].reshape(r1 - r0, B, O, -1).sum(3)
-            db += bias.square().sum((0, 1))
+            G = torch.cat([tuner.conv_per_sample(module, a, deltas[:, r], 0, O)
+                           for r in range(r0, r1)], 1)
+        dw += G.reshape(B, r1 - r0, *w.shape).square().sum((0, 1))
     return dw, db

@@ -38,6 +38,9 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, st
     alphas = torch.zeros(steps, dtype=torch.float64, device=device)
     betas = torch.zeros(steps, dtype=torch.float64, device=device)
     beta_prev = torch.zeros((), dtype=dtype, device=device)
+    # one random direction per run, orthogonalized anew at each use, replaces the next vector
+    # after a breakdown (drawing a fresh one every iteration cost half of Lanczos' own time)
+    spare = torch.randn(D, generator=generator, dtype=dtype, device=device)
     for j in range(steps):
         w = hvp(V[j])
         if j > 0:
@@ -49,7 +52,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, st
         b = w.norm()
         alphas[j] = a
         betas[j] = b
-        fresh = torch.randn(D, generator=generator, dtype=dtype, device=device)
+        fresh = spare
         for _ in range(2):
             fresh = fresh - V[: j + 1].t() @ (V[: j + 1] @ fresh)
         fresh = fresh / fresh.norm().clamp_min(torch.finfo(dtype).tiny)

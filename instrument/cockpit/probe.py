@@ -263,9 +263,11 @@ class CurvatureProbe:
         if self._generator is None:
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(C.LANCZOS_SEED)
+        steps = self.options.lanczos_iterations
+        if self._warm is None or self._warm.numel() != D:
+            steps *= 2  # a cold start: buy the first estimate more iterations, once
         start = flat_start(self._warm, D, self._generator, dtype, device)
-        alphas, betas, top = lanczos(hvp, start, self.options.lanczos_iterations,
-                                     self._generator)
+        alphas, betas, top = lanczos(hvp, start, steps, self._generator)
         self._warm = top
         r.alphas, r.betas = alphas, betas
 

@@ -21,7 +21,7 @@ class HessMaxEV(ProbeInstrument):
     COLUMNS = ()
 
     def setup(self, buffer):
-        self.k = self.options.lanczos_iterations
+        self.k = 2 * self.options.lanczos_iterations  # room for a cold start's iterations
         self.sec = buffer.add("cockpit_hess_max_ev", (2, self.k), reduce="replicated")
         self.probe.setup()
         self._failing = False
@@ -33,27 +33,29 @@ class HessMaxEV(ProbeInstrument):
         self._B = cap.B
         r = self.probe.result(self._step)
         if r is not None and r.alphas is not None:
-            self.sec.view[0].copy_(r.alphas)
-            self.sec.view[1].copy_(r.betas)
+            n = r.alphas.shape[0]
+            self.sec.view[0, :n].copy_(r.alphas)
+            self.sec.view[1, :n].copy_(r.betas)
 
     def decode(self, step, info):
         self.decode_notes(step, info)
         ab = step.section("cockpit_hess_max_ev")
-        if np.isnan(ab).any():
+        n = int(np.sum(~np.isnan(ab[0])))
+        if n == 0:
             return
-        theta, residual = ritz(ab[0], ab[1])
+        theta, residual = ritz(ab[0, :n], ab[1, :n])
         rel = residual / abs(theta) if theta != 0 else float("inf")
         s = step.data.scalars
         s[CockpitKeys.HESS_MAX_EV] = theta
         s[CockpitKeys.HESS_MAX_EV_RESIDUAL] = rel
-        s[CockpitKeys.HESS_MAX_EV_ITERATIONS] = float(self.k)
+        s[CockpitKeys.HESS_MAX_EV_ITERATIONS] = float(n)
         failing = not rel <= C.HESS_MAX_EV_TOLERANCE
         if failing and not self._failing:
             step.events.append(self.event(
                 schema.COCKPIT_NOT_CONVERGED, schema.INFO,
-                f"The Hessian's largest eigenvalue ({theta:.4g}) did not converge in {self.k} "
+                f"The Hessian's largest eigenvalue ({theta:.4g}) did not converge in {n} "
                 f"Hessian-vector products at step {step.step}: relative residual {rel:.2g} > "
                 f"{C.HESS_MAX_EV_TOLERANCE}. Later steps start from this estimate and usually "
                 "converge; if this repeats, pass preset=Preset(..., lanczos_iterations=...).",
-                step.step, None, residual=rel, iterations=self.k))
+                step.step, None, residual=rel, iterations=n))
         self._failing = failing

@@ -63,7 +63,7 @@ def test_hess_max_ev_and_its_convergence_report(relu_run):
         lam = np.linalg.eigvalsh(H)
         theta = scalar_at(run, CK.HESS_MAX_EV, step)
         rel_res = scalar_at(run, CK.HESS_MAX_EV_RESIDUAL, step)
-        assert scalar_at(run, CK.HESS_MAX_EV_ITERATIONS, step) == 12
+        assert scalar_at(run, CK.HESS_MAX_EV_ITERATIONS, step) == (24 if step == 0 else 12)
         # a Ritz value never exceeds the top eigenvalue, and some eigenvalue lies within the
         # residual of it (Bauer-Fike for symmetric matrices)
         assert theta <= lam[-1] * (1 + 1e-5)
@@ -78,7 +78,7 @@ def test_hess_max_ev_exact_with_enough_iterations_and_event_when_not(tmp_path):
     crit = nn.CrossEntropyLoss()
     run, records = train(model, torch.optim.SGD(model.parameters(), lr=0.1), crit, data,
                          tmp_path / "a", preset=Preset(extra=("hess_max_ev",),
-                                                       lanczos_iterations=38))
+                                                       lanczos_iterations=19))  # 38 cold
     for step, (x, y) in enumerate(data):
         H, _, _ = dense_hessian(model, records[step], crit, x, y)
         assert scalar_at(run, CK.HESS_MAX_EV, step) == pytest.approx(
@@ -90,7 +90,8 @@ def test_hess_max_ev_exact_with_enough_iterations_and_event_when_not(tmp_path):
                    tmp_path / "b", preset=Preset(extra=("hess_max_ev",), lanczos_iterations=1))
     ev = run.events([schema.COCKPIT_NOT_CONVERGED])
     assert len(ev) >= 1 and "lanczos_iterations" in ev["message"].iloc[0]
-    assert scalar_at(run, CK.HESS_MAX_EV_RESIDUAL, 0) > 0.05
+    assert scalar_at(run, CK.HESS_MAX_EV_RESIDUAL, 0) > 0.1
+    assert scalar_at(run, CK.HESS_MAX_EV_ITERATIONS, 1) == 1
 
 
 def _dense_ggn_diag(model, params, crit, x, y):

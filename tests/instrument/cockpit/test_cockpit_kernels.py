@@ -60,18 +60,26 @@ def test_diag_ggn_layer_kernel_against_a_column_loop():
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, padding=1)
     a = torch.randn(4, 2, 5, 5)
-    deltas = torch.randn(6, 4, 3, 5, 5)  # 6 columns
+    deltas = torch.randn(4, 6, 3, 5, 5)  # (B, columns, out...)
     dw, db = ggn.diag_ggn_layer(conv, a, deltas, K.Tuner())
-    want_w = sum(_per_sample_loop(conv, a, deltas[r]).square().sum(0) for r in range(6))
+    want_w = sum(_per_sample_loop(conv, a, deltas[:, r]).square().sum(0) for r in range(6))
     torch.testing.assert_close(dw.reshape(-1), want_w, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(db, deltas.sum((3, 4)).square().sum((0, 1)), rtol=1e-5,
                                atol=1e-6)
+    grouped = nn.Conv2d(4, 6, 3, groups=2)
+    a = torch.randn(3, 4, 5, 5)
+    deltas = torch.randn(3, 2, 6, 3, 3)
+    dw, _ = ggn.diag_ggn_layer(grouped, a, deltas, K.Tuner())
+    want_w = sum(_per_sample_loop(grouped, a, deltas[:, r]).square().sum(0) for r in range(2))
+    torch.testing.assert_close(dw.reshape(-1), want_w, rtol=1e-4, atol=1e-6)
     lin = nn.Linear(5, 3)
-    a = torch.randn(4, 5)
-    deltas = torch.randn(2, 4, 3)
-    dw, db = ggn.diag_ggn_layer(lin, a, deltas, K.Tuner())
-    want = sum((deltas[r][:, :, None] * a[:, None, :]).square().sum(0) for r in range(2))
-    torch.testing.assert_close(dw, want)
+    for a in (torch.randn(4, 5), torch.randn(4, 2, 5)):  # plain and sequence inputs
+        deltas = torch.randn(4, 2, *a.shape[1:-1], 3)
+        dw, db = ggn.diag_ggn_layer(lin, a, deltas, K.Tuner())
+        a3, d4 = a.reshape(4, -1, 5), deltas.reshape(4, 2, -1, 3)
+        want = sum(torch.einsum("bto,btk->bok", d4[:, r], a3).square().sum(0) for r in range(2))
+        torch.testing.assert_close(dw, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(db, d4.sum(2).square().sum((0, 1)), rtol=1e-5, atol=1e-6)
 
 
 def test_loss_hessian_factors_of_cross_entropy():
