@@ -10,6 +10,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
+from instrument import distributed
 from instrument.cockpit.presets import Preset, resolve as resolve_preset
 from instrument.context import Context
 from instrument.guard import Guard
@@ -30,7 +31,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
-          flush_interval: float = 0.5,
+          flush_interval: float = 0.5, per_rank: bool = False,
           preset: Union[str, Preset, None] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
@@ -61,6 +62,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
         flush_interval: seconds between writes; a killed process loses at most about this.
+        per_rank: under torch.distributed, each rank also writes its own store in
+            ``<run>/ranks/rank-<rank>/`` (its step times, loss, activation statistics and
+            NaN events on its own data). Rank 0 writes the run store either way; every rank
+            must call ``watch()`` and ``close()`` (see docs/distributed.md).
         preset: Cockpit's instruments (docs/cockpit.md): ``"economy"``, ``"business"``,
             ``"full"`` (its configurations) or an ``instrument.cockpit.Preset`` with options.
             Each of them can also be enabled alone by naming it in ``schedules``. Most need
@@ -81,11 +86,17 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     resolved = _check_schedules(schedules)
     cockpit = resolve_preset(preset, resolved, loss_fn,
                              {cls.name for cls in REGISTRY if cls.optional})
-    run_dir = _prepare_run_dir(run, overwrite)
     ctx = Context.build(model, optimizer, loss_fn)
     cockpit.install(ctx)
+    # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
+    # collective); None otherwise, and nothing distributed happens
+    session = distributed.join(ctx, lambda: _prepare_run_dir(run, overwrite),
+                               per_rank=per_rank, strict=strict)
+    run_dir = session.run_dir if session else _prepare_run_dir(run, overwrite)
     instruments = [cls(ctx) for cls in REGISTRY
                    if (not cls.optional or cls.name in cockpit.enabled) and cls.applies(ctx)]
+    if session:
+        instruments = session.configure(instruments)
     sched = {i.name: i.run_schedule(as_schedule(
         resolved.get(i.name, resolved.get("*", i.default_schedule)), f"schedules[{i.name!r}]"))
         for i in instruments}
@@ -102,10 +113,18 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "versions": versions(),
         "host": host_summary(ctx.device),
     }
-    writer = StoreWriter(store_path(run_dir), meta, flush_interval=flush_interval,
-                         strict=strict)
+
+    def open_store(path, meta):
+        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict)
+
+    if session:
+        session.annotate(meta)
+        writer = session.open_writer(open_store, meta)  # rank 0: the run store
+    else:
+        writer = open_store(store_path(run_dir), meta)
     guard = Guard(strict, report=writer.submit)
-    return Monitor(ctx, instruments, sched, writer, guard, run_dir)
+    return Monitor(ctx, instruments, sched, writer, guard, run_dir,
+                   reducer=session.reducer if session else None)
 
 
 def _check_model_optimizer(model, optimizer) -> None:

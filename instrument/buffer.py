@@ -11,7 +11,19 @@ Each section also declares how ranks combine it under torch.distributed (``reduc
 ``"sum"``         add over the data-parallel group (counts, sums, sums of squares).
 ``"min"``/``"max"`` elementwise extreme over the data-parallel group.
 ``"norm"``        per-tensor L2 norms of possibly sharded tensors: combined as sqrt(sum(x**2))
-                  over the shard group only (FSDP), replicated under DDP.
+                  over the shard group only (FSDP), replicated under DDP. Rows are parameters
+                  (row ``i`` is ``ctx.params[i]``).
+``"shard_local"`` per-parameter rows of a statistic that cannot be combined across shards
+                  (e.g. percentiles): kept for replicated parameters, not recorded (NaN) for
+                  sharded ones.
+``"keyed"``       rows ``[sum, count, key]`` (user scalars): sums and counts add up over the
+                  data-parallel group among rows with the same key (a 52-bit hash of the name).
+``"local"``       a per-rank value with no exact global combination (e.g. dead-unit counts,
+                  which need the per-unit masks of every rank): not recorded in the global
+                  view, kept in per-rank views.
+
+Single-process runs never combine anything; see ``instrument/distributed`` for how these are
+combined (one collective per logged step).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from typing import Optional
 
 import torch
 
-REDUCE_KINDS = ("replicated", "sum", "min", "max", "norm")
+REDUCE_KINDS = ("replicated", "sum", "min", "max", "norm", "shard_local", "keyed", "local")
 
 
 @dataclass

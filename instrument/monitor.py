@@ -38,15 +38,17 @@ MEASURING = ("model_input", "forward", "loss_inputs", "pre_step", "post_step")
 class StepRecord:
     """One committed step in flight to the writer thread (see ``StoreWriter.submit``)."""
 
-    def __init__(self, step, wall_time, copy, parts, sections, guard):
+    def __init__(self, step, wall_time, copy, parts, sections, guard, select=None):
         self.step, self.wall_time, self.copy = step, wall_time, copy
         self.parts, self.sections, self.guard = parts, sections, guard
+        self.select = select  # distributed: (flat, parts) -> the parts to decode
 
     def materialize(self):
         """Wait for the host copy, then let each instrument decode its part (writer thread)."""
         flat = self.copy.wait()
         host = HostStep(self.step, flat, self.sections, StepData(self.step, self.wall_time))
-        for inst, info in self.parts:
+        parts = self.parts if self.select is None else self.select(flat, self.parts)
+        for inst, info in parts:
             if not inst.disabled:
                 try:
                     inst.decode(host, info)
@@ -70,10 +72,16 @@ class Monitor:
         self.guard = guard
         self.run_dir = run_dir
         self.reducer = reducer  # distributed: combines the buffer across ranks, one collective
+        # per step (instrument.distributed.reducer.Reducer); None in single-process runs
         self.buffer = StatBuffer(ctx.device)
         self._scalars = next(i for i in instruments if isinstance(i, UserScalars))
         for inst in instruments:
             guard.call(inst, "setup", self.buffer)
+        if reducer is not None:
+            reducer.setup(self.buffer)  # its own sections, before the layout is fixed
+        self._implements = {i: {h for h in (*HOOKS, "snapshot") if i.overrides(h)}
+                            for i in instruments}
+        self._dispatch_cache: dict = {}  # active instruments -> {hook: [instruments]}
         self.buffer.allocate()
         self.step_index = 0  # the step the current iteration performs
         self._after_step = False  # the optimizer stepped; the next forward starts a new step
@@ -115,7 +123,10 @@ class Monitor:
             return
         self._closed = True
         try:
-            self._commit()
+            # distributed: the last step joins a collective only when every rank is closing
+            # normally; a crashing rank must not start one its peers never join
+            if self.reducer is None or self.reducer.commit_at_close(status):
+                self._commit()
         finally:
             for h in self._handles:
                 h.remove()
@@ -125,6 +136,8 @@ class Monitor:
             if error:
                 meta["error"] = error
             self.writer.close(status, **meta)
+            if self.reducer is not None:
+                self.reducer.close(status, **meta)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Commit nothing new, but wait until everything queued so far is on disk."""
@@ -180,12 +193,16 @@ class Monitor:
             if not torch.is_grad_enabled() or self._closed:
                 return None
             self._touch()
-            with torch.no_grad():
-                for inst in dispatch:
-                    if not inst.disabled:
+            if dispatch:
+                with torch.no_grad():
+                    for inst in dispatch:
+                        if inst.disabled:
+                            continue
                         self._touched.add(inst)
-                        self.guard.call(inst, "forward", index, module, output,
-                                        step=self.step_index)
+                        try:
+                            inst.forward(index, module, output)
+                        except Exception as exc:  # fail open (strict re-raises)
+                            self.guard.fail(inst, "forward", exc, self.step_index)
             return None  # never replace the module's output
 
         return hook
@@ -216,20 +233,33 @@ class Monitor:
         step = self.step_index
         self._active = [i for i in self.instruments
                         if not i.disabled and self.schedules[i.name](step)]
+        key = tuple(id(i) for i in self._active)
+        lists = self._dispatch_cache.get(key)
+        if lists is None:
+            lists = self._dispatch_cache[key] = {
+                h: [i for i in self._active if h in self._implements[i]] for h in HOOKS}
         for hook in HOOKS:
-            self._dispatch[hook][:] = [i for i in self._active if i.overrides(hook)]
+            self._dispatch[hook][:] = lists[hook]
         self.buffer.reset()
         self._open = True
         self._touched = set()  # instruments whose hooks ran at this step
         self._run("begin_step", step)
 
     def _run(self, hook: str, *args) -> None:
+        insts = self._dispatch[hook]
+        if not insts:
+            return
+        measuring = hook in MEASURING
         with torch.no_grad():
-            for inst in self._dispatch[hook]:
-                if not inst.disabled:
-                    if hook in MEASURING:
-                        self._touched.add(inst)
-                    self.guard.call(inst, hook, *args, step=self.step_index)
+            for inst in insts:
+                if inst.disabled:
+                    continue
+                if measuring:
+                    self._touched.add(inst)
+                try:
+                    getattr(inst, hook)(*args)
+                except Exception as exc:  # fail open (strict re-raises)
+                    self.guard.fail(inst, hook, exc, self.step_index)
 
     def _commit(self) -> None:
         if not self._open:
@@ -239,14 +269,20 @@ class Monitor:
         # only instruments that measured something this step (a step whose optimizer.step()
         # never came, e.g. skipped by a GradScaler, has activations but no gradient norms)
         parts = [i for i in self._active if i in self._touched and not i.disabled]
+        select = None
+        if self.reducer is not None:
+            # distributed: every rank joins this step's one collective, whatever it measured
+            # itself (a rank-local early return would leave the others waiting); it returns
+            # what this rank records, filtered on the writer thread by what any rank measured
+            parts = self.reducer.commit(self.buffer, self.step_index, self._active, parts)
+            select = self.reducer.select
         if not parts:
             return
-        if self.reducer is not None:
-            self.reducer(self.buffer)
         copy = self.buffer.to_host()
-        infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)) for i in parts]
+        infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)
+                  if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
-                                      dict(self.buffer.sections), self.guard))
+                                      dict(self.buffer.sections), self.guard, select))
 
 
 def _register_atexit(monitor: Monitor):

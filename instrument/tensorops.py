@@ -40,8 +40,13 @@ def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
 
     Sparse tensors are handled one by one through their values.
     """
-    dense_pos = [i for i, t in enumerate(tensors) if t.layout == torch.strided]
     out = [None] * len(tensors)
+    # empty tensors (an FSDP2 rank can hold an empty shard): every norm of nothing is 0, and
+    # the fused kernel refuses ord=inf on them ("no identity")
+    for i, t in enumerate(tensors):
+        if t.numel() == 0:
+            out[i] = torch.zeros((), dtype=torch.float32, device=t.device)
+    dense_pos = [i for i, t in enumerate(tensors) if t.layout == torch.strided and out[i] is None]
     if dense_pos:
         dense = [tensors[i] for i in dense_pos]
         wide = [t for t in dense if t.dtype in (torch.float64, torch.complex128)]
@@ -63,7 +68,9 @@ def write_at(view: torch.Tensor, cache: IndexCache, indices: Sequence[int],
     """``view[indices] = stack(values)`` on the device (values may live on other devices)."""
     if not values:
         return
-    stacked = torch.stack([v.to(view.device, non_blocking=True) for v in values])
+    device = view.device
+    stacked = torch.stack([v if v.device == device else v.to(device, non_blocking=True)
+                           for v in values])
     if len(indices) == view.shape[0] and list(indices) == list(range(view.shape[0])):
         view.copy_(stacked)
     else:

@@ -67,7 +67,8 @@ class Activations(Instrument):
     def setup(self, buffer):
         n = len(self.ctx.modules)
         self.sums = buffer.add("act_sums", (n, 6), fill=0.0, reduce="sum")
-        self.units = buffer.add("act_units", (n, 2), fill=0.0, reduce="replicated")
+        # dead units are per-unit facts: rank-local counts do not add up to the global one
+        self.units = buffer.add("act_units", (n, 2), fill=0.0, reduce="local")
         self.min = buffer.add("act_min", n, fill=math.inf, reduce="min")
         self.max = buffer.add("act_max", n, fill=-math.inf, reduce="max")
         self.ranges = [saturation_range(m) for m in self.ctx.modules]

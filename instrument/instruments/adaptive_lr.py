@@ -51,7 +51,7 @@ class AdaptiveLR(Instrument):
     def setup(self, buffer):
         self.kind = second_moment_kind(self.ctx.optimizer)
         self.sec = buffer.add("adaptive_lr", (len(self.ctx.params), len(QUANTILES)),
-                              reduce="replicated")
+                              reduce="shard_local")  # percentiles of shards do not combine
         self.cache = IndexCache(buffer.device)
         self._samples: dict = {}
         self._gen = None

@@ -74,9 +74,11 @@ class NonFinite(Instrument):
             self._seen.add(index)
             self._order.append(index)
         if self.checked[index]:
-            for t in float_tensors(output):
-                self._pending_idx.append(index)
-                self._pending.append(torch.sum(t.detach(), dtype=torch.float32))
+            tensors = (output,) if isinstance(output, torch.Tensor) else float_tensors(output)
+            for t in tensors:
+                if t.is_floating_point():
+                    self._pending_idx.append(index)
+                    self._pending.append(torch.sum(t, dtype=torch.float32))
 
     def end_step(self):
         if self._pending:

@@ -45,19 +45,21 @@ class Update(Instrument):
     def pre_step(self):
         ctx, opt = self.ctx, self.ctx.optimizer
         self._momentum, self._snap_idx, self._snap = [], [], None
+        if opt is None:
+            return
+        momentum = [_uses_momentum_buffer(opt, g) for g in opt.param_groups]
+        lrs = [g["lr"] for g in opt.param_groups]
         for i in ctx.opt_params:
-            p = ctx.params[i]
-            group = opt.param_groups[ctx.group_of[i]]
-            if _uses_momentum_buffer(opt, group):
-                if p.grad is not None:  # SGD skips parameters without a gradient
-                    self._momentum.append((i, float(group["lr"])))
+            gi = ctx.group_of[i]
+            if momentum[gi]:
+                if ctx.params[i].grad is not None:  # SGD skips parameters without a gradient
+                    self._momentum.append((i, lrs[gi]))
             else:
                 self._snap_idx.append(i)
         if self._snap_idx:
-            with torch.no_grad():
-                # _foreach_mul by 1.0 is an exact copy of all tensors in one fused launch
-                self._snap = torch._foreach_mul(
-                    [local(ctx.params[i].detach()) for i in self._snap_idx], 1.0)
+            # _foreach_mul by 1.0 is an exact copy of all tensors in one fused launch (the
+            # monitor runs hooks under no_grad)
+            self._snap = torch._foreach_mul([local(ctx.params[i]) for i in self._snap_idx], 1.0)
 
     def post_step(self):
         ctx = self.ctx
@@ -75,9 +77,7 @@ class Update(Instrument):
                 idx += [i for i, _, _ in pairs]
                 vals += n
         if self._snap is not None:
-            with torch.no_grad():
-                torch._foreach_sub_(self._snap, [local(ctx.params[i].detach())
-                                                 for i in self._snap_idx])
+            torch._foreach_sub_(self._snap, [local(ctx.params[i]) for i in self._snap_idx])
             idx += self._snap_idx
             vals += norms(self._snap)
             self._snap = None  # free the copy right away
@@ -87,12 +87,11 @@ class Update(Instrument):
                      [vals[k] for k in order])
 
     def _post_manual(self):
-        params = [local(p.detach()) for p in self.ctx.params]
-        with torch.no_grad():
-            if self._prev is not None:
-                diff = torch._foreach_sub(params, self._prev)
-                write_at(self.norm.view, self.cache, list(range(len(params))), norms(diff))
-            self._prev = torch._foreach_mul(params, 1.0)
+        params = [local(p) for p in self.ctx.params]
+        if self._prev is not None:
+            diff = torch._foreach_sub(params, self._prev)
+            write_at(self.norm.view, self.cache, list(range(len(params))), norms(diff))
+        self._prev = torch._foreach_mul(params, 1.0)
 
     def decode(self, step: HostStep, info):
         upd = step.section("update_norm")

@@ -24,8 +24,9 @@ class WeightNorm(Instrument):
         self.all = list(range(len(self.ctx.params)))
 
     def post_step(self):
-        with_data = [local(p.detach()) for p in self.ctx.params]
-        write_at(self.l2.view, self.cache, self.all, norms(with_data, 2.0))
+        # the monitor runs hooks under no_grad: parameters need no detach()
+        write_at(self.l2.view, self.cache, self.all,
+                 norms([local(p) for p in self.ctx.params], 2.0))
 
     def decode(self, step: HostStep, info):
         l2 = step.section("weight_norm")

@@ -105,6 +105,8 @@ SEVERITIES = (INFO, WARNING, CRITICAL)
 # ---- event codes written by instrument/ itself (diagnosis rules add their own) --------------
 NONFINITE = "nonfinite"
 INSTRUMENT_ERROR = "instrument_error"
+DISTRIBUTED = "distributed"
+"""torch.distributed facts: notes on what is (not) combined, ranks out of step."""
 COCKPIT_UNSUPPORTED = "cockpit_unsupported"
 """A Cockpit quantity cannot be computed for a layer (or at all); the note says why."""
 COCKPIT_NOT_CONVERGED = "cockpit_not_converged"
@@ -153,6 +155,16 @@ class Keys:
     ACT_SATURATION_FRAC = "act/saturation_frac"
     ACT_NONFINITE = "act/nonfinite"
 
+    # torch.distributed (instrument/distributed/rankview.py): per rank, layer = rank ("0", ...)
+    RANK_STEP_TIME = "rank/step_time"
+    RANK_COMPUTE_TIME = "rank/compute_time"
+    RANK_BETWEEN_TIME = "rank/between_time"
+    RANK_SYNC_TIME = "rank/sync_time"
+    RANK_LOSS = "rank/loss"
+    RANK_NONFINITE = "rank/nonfinite_modules"
+    RANK_STEP_TIME_SPREAD = "rank/step_time_spread"  # scalar: slowest minus fastest rank
+    RANK_PREFIX = "rank/"
+
     PER_GROUP = (LR, MOMENTUM, BETA1, BETA2, WEIGHT_DECAY)
 
     @staticmethod
@@ -167,7 +179,7 @@ class Keys:
         totals = (cls.GRAD_NORM_TOTAL, cls.WEIGHT_NORM_TOTAL, cls.UPDATE_NORM_TOTAL,
                   cls.UPDATE_RATIO_TOTAL)
         return (key in totals or (head in cls.PER_GROUP and key != head)
-                or key.startswith(CockpitKeys.PREFIX))
+                or key.startswith(cls.RANK_PREFIX) or key.startswith(CockpitKeys.PREFIX))
 
 
 class CockpitKeys:

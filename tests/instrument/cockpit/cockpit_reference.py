@@ -114,7 +114,7 @@ def ortho_test(g):
     return np.sqrt(var / (B * n2))
 
 
-# ---- elementwise noise statistics -----------------------------------------------------------------
+# ---- elementwise noise statistics ------------------------------------------------------------
 def mean_gsnr(g, eps=1e-5):
     mean = g.mean(0)
     var = g.var(0)  # population variance, as in Liu et al.'s definition used by Cockpit
@@ -132,7 +132,7 @@ def cabs(g, lr, loss):
     return lr * g.var(0).sum() / loss  # lr * tr(Sigma) / L
 
 
-# ---- curvature from the dense Hessian --------------------------------------------------------------
+# ---- curvature from the dense Hessian ---------------------------------------------------------
 def dense_hessian(model, params, crit, x, y):
     """Hessian of the mean mini-batch loss w.r.t. all parameters, ``(D, D)`` float64, and the
     parameter names/shapes in order."""
