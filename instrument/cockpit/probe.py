@@ -37,6 +37,7 @@ class ProbeResult:
         self.diag: dict = {}  # param index -> diagonal curvature (param-shaped)
         self.alphas: Optional[torch.Tensor] = None
         self.betas: Optional[torch.Tensor] = None
+        self.loss: Optional[torch.Tensor] = None  # the replayed mean loss (detached)
         self.error: Optional[BaseException] = None
 
 
@@ -180,6 +181,7 @@ class CurvatureProbe:
         with fork_rng_at(cap.rng, self.ctx.device), torch.enable_grad(), \
                 sdpa_kernel([SDPBackend.MATH]):
             loss, z = self._forward(cap, spec, rep.copy, record)
+            r.loss = loss.detach()
             if "diag" in want:
                 self._diag_ggn(cap, loss, z, record, r)
             if "hvp" in want:

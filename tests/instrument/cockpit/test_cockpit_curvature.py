@@ -170,3 +170,26 @@ def test_backpack_diag_h_falls_back_with_a_note(tmp_path):
     for n in ("0.weight", "0.bias", "3.weight", "3.bias"):  # ReLU + eval BN: GGN = H
         assert trace[n] == pytest.approx(diag[n].sum(), rel=1e-4, abs=1e-7), n
     assert "1.weight" not in trace  # BatchNorm's own parameters: not supported, noted
+
+
+def test_the_probe_replays_the_step_exactly_dropout_and_batchnorm_included(tmp_path):
+    """The replay reproduces the loop's loss bit for bit: same dropout masks (the RNG state
+    captured at the forward), BatchNorm batch statistics, parameters before the update."""
+    import instrument
+    from instrument.cockpit.probe import CurvatureProbe
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Dropout(0.5), nn.Linear(48, 4))
+    crit = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=str(tmp_path / "r"), loss_fn=crit, strict=True,
+                           preset=Preset(extra=("hess_max_ev",)))
+    probe = mon.ctx.services[CurvatureProbe.KEY]
+    for x, y in batches(3):
+        opt.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        assert probe._result.loss.item() == loss.item()
+    mon.close()
