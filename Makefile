@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-## the main job: train the demo on the embedded store
+## the main job: train the demo and watch it live in the browser (Ctrl+C stops the dashboard)
 demo: install
-	$(PY) demos/train_digits.py --run runs/digits
+	$(PY) demos/train_digits.py --run runs/digits --steps 1500 --delay 0.02 --dashboard
 
 ## the test suite (installs Debian's chromium + chromedriver for the browser tests)
 test: install

@@ -2,6 +2,7 @@
 
     python demos/train_digits.py --run runs/digits            # a few seconds on a CPU
     python demos/train_digits.py --steps 2000 --delay 0.05    # slower, to watch it live
+    python demos/train_digits.py --dashboard --delay 0.02     # and watch it in the browser
 
 Only two lines differ from a plain PyTorch loop: ``instrument.watch(...)`` and ``monitor.log(...)``.
 """
@@ -45,6 +46,10 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep per step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the live dashboard while training, and after it until Ctrl+C")
+    p.add_argument("--port", type=int, default=None, help="dashboard port (default: 8050 or "
+                   "the next free one)")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -55,7 +60,8 @@ def main(argv=None):
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     criterion = nn.CrossEntropyLoss()
 
-    monitor = instrument.watch(model, optimizer, run=args.run)
+    monitor = instrument.watch(model, optimizer, run=args.run,
+                               dashboard=(args.port or True) if args.dashboard else False)
     print(f"recording into {monitor.run_dir}")
     with monitor:
         for step in range(args.steps):
@@ -75,6 +81,8 @@ def main(argv=None):
                 print(f"step {step:5d}  loss {loss.item():.3f}  val_acc {val.item():.3f}")
             if args.delay:
                 time.sleep(args.delay)
+    if monitor.dashboard is not None:
+        monitor.dashboard.wait()  # the run is finished; keep showing it until Ctrl+C
     return monitor.run_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from torch import nn
 from instrument import distributed
 from instrument.cockpit.presets import Preset, resolve as resolve_preset
 from instrument.context import Context
+from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
 from instrument.monitor import Monitor
@@ -32,6 +33,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           loss_fn: Optional[nn.Module] = None, strict: bool = False,
           name: Optional[str] = None, overwrite: bool = False,
           flush_interval: float = 0.5, per_rank: bool = False,
+          dashboard: Union[bool, int] = False,
+          thresholds: Optional[Mapping[str, Any]] = None,
           preset: Union[str, Preset, None] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
@@ -66,6 +69,13 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
             ``<run>/ranks/rank-<rank>/`` (its step times, loss, activation statistics and
             NaN events on its own data). Rank 0 writes the run store either way; every rank
             must call ``watch()`` and ``close()`` (see docs/distributed.md).
+        dashboard: also serve the dashboard of the run directory's parent from a separate
+            process and print its URL (an int picks the port; under torch.distributed only
+            rank 0 serves). It serves until this process exits, after ``close()`` too;
+            ``monitor.dashboard.wait()`` keeps it up until Ctrl+C.
+        thresholds: overrides of the diagnosis rules' thresholds by name, e.g.
+            ``{"dead_fraction": 0.7, "disabled_rules": ["repeated_batch"]}`` (see
+            ``instrument.diagnosis.Thresholds`` and docs/rules.md).
         preset: Cockpit's instruments (docs/cockpit.md): ``"economy"``, ``"business"``,
             ``"full"`` (its configurations) or an ``instrument.cockpit.Preset`` with options.
             Each of them can also be enabled alone by naming it in ``schedules``. Most need
@@ -84,6 +94,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                         "nn.CrossEntropyLoss(); a plain function cannot be hooked "
                         f"(got {type(loss_fn).__name__})")
     resolved = _check_schedules(schedules)
+    port = type(dashboard) is int and 0 < dashboard < 65536
+    if not (dashboard is True or dashboard is False or dashboard is None or port):
+        raise ValueError(f"dashboard must be True, False or a port number, got {dashboard!r}")
+    checked_thresholds = check_thresholds(thresholds)
     cockpit = resolve_preset(preset, resolved, loss_fn,
                              {cls.name for cls in REGISTRY if cls.optional})
     ctx = Context.build(model, optimizer, loss_fn)
@@ -113,18 +127,44 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "versions": versions(),
         "host": host_summary(ctx.device),
     }
+    engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
+    meta["diagnosis"] = engine.describe()
+    run_store = store_path(run_dir)
 
     def open_store(path, meta):
-        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict)
+        # the diagnosis rules watch the run store only (per-rank stores hold partial views)
+        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict,
+                           observers=[engine] if path == run_store else [])
 
     if session:
         session.annotate(meta)
         writer = session.open_writer(open_store, meta)  # rank 0: the run store
     else:
-        writer = open_store(store_path(run_dir), meta)
+        writer = open_store(run_store, meta)
     guard = Guard(strict, report=writer.submit)
-    return Monitor(ctx, instruments, sched, writer, guard, run_dir,
-                   reducer=session.reducer if session else None)
+    monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir,
+                      reducer=session.reducer if session else None)
+    serves = session is None or session.writes_run_store  # one server per job: rank 0's
+    if dashboard is not False and dashboard is not None and serves:
+        monitor.dashboard = _start_dashboard(run_dir, dashboard, strict)
+    return monitor
+
+
+def _start_dashboard(run_dir: str, dashboard, strict: bool):
+    """The dashboard process for ``watch(dashboard=...)``; a failure never stops training."""
+    from instrument.commands.dashboard import DashboardProcess
+
+    run_dir = os.path.abspath(run_dir)
+    try:
+        return DashboardProcess(os.path.dirname(run_dir), run=os.path.basename(run_dir),
+                                port=None if dashboard is True else dashboard)
+    except Exception as exc:  # fail open: training matters more than the view of it
+        if strict:
+            raise
+        log.warning("avionics: could not start the dashboard (%s: %s); training continues. "
+                    "Serve it by hand: avionics dashboard %s", type(exc).__name__, exc,
+                    os.path.dirname(run_dir))
+        return None
 
 
 def _check_model_optimizer(model, optimizer) -> None:

@@ -2,6 +2,8 @@
 so ``avionics dashboard`` never imports torch.
 
     avionics runs LOGDIR          list the runs under LOGDIR with their status
+    avionics dashboard LOGDIR     serve the browser dashboard (http://127.0.0.1:8050)
+    avionics diagnose RUN         re-run the diagnosis rules on a saved run
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 # subcommand -> module defining add_arguments(parser) and run(args) -> exit code
 COMMANDS = {
     "runs": "instrument.commands.runs",
+    "dashboard": "instrument.commands.dashboard",
+    "diagnose": "instrument.commands.diagnose",
 }
 
 

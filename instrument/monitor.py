@@ -91,6 +91,7 @@ class Monitor:
         self._dispatch: dict = {h: [] for h in HOOKS}
         self._handles: list = []
         self._closed = False
+        self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
         self._attach()
         self._atexit = _register_atexit(self)
 

@@ -17,6 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from dashboard import figures, settings
+from dashboard.figures import Grid
+from dashboard.panels.base import LINE, LINES, Need, View
+from dashboard.panels.traces import layer_lines, scalar_lines
+from instrument.store import schema
 from instrument.store.schema import Keys
 
 NAME = "ranks"
@@ -25,6 +30,9 @@ REQUIRES = (Keys.RANK_STEP_TIME, Keys.RANK_COMPUTE_TIME, Keys.RANK_BETWEEN_TIME,
             Keys.RANK_LOSS, Keys.RANK_SYNC_TIME)
 MISSING = ("No per-rank series: the run was not recorded under torch.distributed with two or "
            "more ranks (see docs/distributed.md).")
+
+LOSS_OPTION = "loss"
+OPTIONS = ((LOSS_OPTION, "loss per rank"),)
 
 STRAGGLER_RATIO = 1.25
 """A rank is named a straggler when its mean compute or between-steps time exceeds the median
@@ -43,6 +51,84 @@ MAX_RANK_LINES = 16
 """Beyond this many ranks the per-rank lines give way to median and min..max only."""
 ROW_HEIGHT_PX = 240
 MS = 1e3
+
+
+def needs(keys: dict, options) -> list:
+    """Step time per rank and its spread as lines; compute and between-steps time per rank
+    for the means; the loss per rank when asked for."""
+    out = [Need(Keys.RANK_STEP_TIME, schema.LAYER, LINES),
+           Need(Keys.RANK_STEP_TIME_SPREAD, schema.SCALAR, LINE),
+           Need(Keys.RANK_COMPUTE_TIME, schema.LAYER, LINES),
+           Need(Keys.RANK_BETWEEN_TIME, schema.LAYER, LINES)]
+    if LOSS_OPTION in options:
+        out.append(Need(Keys.RANK_LOSS, schema.LAYER, LINES))
+    return out
+
+
+def figure(runs: list, view: View) -> dict:
+    """The first selected run with per-rank series: step time per rank (live lines), the
+    slowest-fastest spread, and mean compute / between-steps time per rank as stacked bars with
+    stragglers named; the loss per rank as an option."""
+    item = next((r for r in runs if Keys.RANK_STEP_TIME in r.series), None)
+    if item is None:
+        return figures.placeholder(MISSING)
+    ds = item.series[Keys.RANK_STEP_TIME]
+    names = list(ds.layers)
+    loss = LOSS_OPTION in view.options and Keys.RANK_LOSS in item.series
+    rows = [(settings.ROW_HEIGHT_PX, [1]), (settings.SMALL_ROW_HEIGHT_PX, [1, 1])]
+    if loss:
+        rows.append((settings.SMALL_ROW_HEIGHT_PX, [1]))
+    grid = Grid(rows)
+    times, spread_cell, bars_cell = grid.cells[0][0], grid.cells[1][0], grid.cells[1][1]
+    colours = [RANK_COLOURS[j % len(RANK_COLOURS)] for j in range(len(names))]
+    data = layer_lines(times, item, Keys.RANK_STEP_TIME, colours=colours)
+    data += scalar_lines(spread_cell, item, Keys.RANK_STEP_TIME_SPREAD, name="spread",
+                         colour=STRAGGLER_COLOUR, legend=False)
+    stats = _window_stats(item, names)
+    slow_compute, slow_between = stragglers(stats["compute"]), stragglers(stats["between"])
+    slow = set(slow_compute) | set(slow_between)
+    labels = [f"rank {r}" for r in names]
+    data.append(_bar(bars_cell, labels, stats["compute"], "compute", [COMPUTE_COLOUR] * len(names)))
+    data.append(_bar(bars_cell, labels, stats["between"], "between steps",
+                     [STRAGGLER_COLOUR if j in slow else BETWEEN_COLOUR
+                      for j in range(len(names))]))
+    others = "" if len(runs) == 1 else f" ({item.label}; one run at a time)"
+    notes = [figures.title(grid, times, f"step time per rank (s){others}"),
+             figures.title(grid, spread_cell, "spread: slowest - fastest rank (s)"),
+             figures.title(grid, bars_cell, "mean per rank (ms): " + verdict_text(
+                 slow_compute, slow_between, [], stats))]
+    shapes = [figures.cursor(times, view.step), figures.cursor(spread_cell, view.step)]
+    grid.axis(times, "x")["title"] = {"text": "step", "standoff": 2}
+    if loss:
+        cell = grid.cells[2][0]
+        data += layer_lines(cell, item, Keys.RANK_LOSS, colours=colours, legend=False)
+        notes.append(figures.title(grid, cell, "loss per rank (each rank's own data)"))
+        shapes.append(figures.cursor(cell, view.step))
+    layout = figures.base_layout(grid, shapes=shapes, annotations=notes, barmode="stack")
+    return figures.figure(data, layout)
+
+
+def _window_stats(item, names: list) -> dict:
+    """Per-rank means over the loaded window, weighted by the steps each row stands for."""
+    def matrix(key):
+        ds = item.series.get(key)
+        if ds is None or list(ds.layers) != names:
+            return None, None
+        return ds.mean, ds.count
+
+    step, count = matrix(Keys.RANK_STEP_TIME)
+    compute, ccount = matrix(Keys.RANK_COMPUTE_TIME)
+    between, _ = matrix(Keys.RANK_BETWEEN_TIME)
+    if compute is not None and (compute.shape != step.shape or between is None
+                                or between.shape != step.shape):
+        compute = between = None  # read at another resolution: no per-row pairing
+    return rank_stats(step, compute, between, weights=count)
+
+
+def _bar(cell, labels, values, name, colours) -> dict:
+    return {"type": "bar", "x": labels, "y": _list(np.asarray(values) * MS), "name": name,
+            "marker": {"color": colours}, "xaxis": cell.xref, "yaxis": cell.yref,
+            "hovertemplate": f"%{{x}}: {name} %{{y:.3g}} ms<extra></extra>", "showlegend": True}
 
 
 def rank_stats(step_time: np.ndarray, compute_time: Optional[np.ndarray] = None,

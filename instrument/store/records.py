@@ -32,6 +32,9 @@ class StepData:
     wall_time: float = field(default_factory=time.time)
     scalars: dict = field(default_factory=dict)  # key -> float
     layers: dict = field(default_factory=dict)  # key -> LayerValues
+    # events that instruments produced at source for this step (e.g. nonfinite); set by the
+    # writer before observers run, so that they can react to them (stored separately)
+    events: list = field(default_factory=list)
 
 
 @dataclass

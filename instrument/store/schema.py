@@ -26,8 +26,12 @@ from __future__ import annotations
 STORE_FILE = "avionics.db"
 """File name of a run's database inside its run directory."""
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a reader of the previous version could misread a file."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a reader of the previous version could misread a file.
+v2: all scalars in one wide series; closed-bucket pyramid with per-column counts."""
+
+OLDEST_READABLE_VERSION = 2
+"""Older stores (pre-release layouts) are refused with a clear message, not misread."""
 
 PYRAMID_BASE = 4
 """Each pyramid level aggregates this many buckets of the level below."""

@@ -263,6 +263,9 @@ class StoreWriter:
                 steps.extend(data)
                 events.extend(evs)
         steps.sort(key=lambda d: d.step)
+        if self.observers:
+            for d in steps:  # let observers see what instruments reported for the step
+                d.events = [e for e in events if e.step == d.step]
         events.extend(self._observe(steps))
         if beat:
             meta["heartbeat"] = time.time()

@@ -21,6 +21,7 @@ from avdist_bodies import Case  # noqa: E402
 from avdist_harness import run_ranks  # noqa: E402
 
 import instrument  # noqa: E402
+from instrument.diagnosis.keys import DKeys  # noqa: E402
 from instrument.store import schema  # noqa: E402
 from instrument.store.schema import Keys  # noqa: E402
 
@@ -338,7 +339,9 @@ def test_fsdp1_use_orig_params(tmp_path):
     run_dir, outs = launch(case, tmp_path)
     ref = bodies.reference(case)
     run = check_against_reference(run_dir, ref, case)
-    check_every_key(run, single_process_run(case, tmp_path))
+    # grad_stale (zero_grad instrument): FSDP1 accumulates into its flat parameters, which the
+    # per-parameter hooks do not see; it records "not observed" (NaN) there
+    check_every_key(run, single_process_run(case, tmp_path), skip=(DKeys.GRAD_STALE,))
     assert outs[0]["param_names"] == ref["params"]  # '_fsdp_wrapped_module.' stripped
     assert run.meta["distributed"]["wrapper"] == "fsdp1"
 

@@ -180,6 +180,17 @@ def test_newer_schema_is_refused(run_dir):
         load(run_dir)
 
 
+def test_older_schema_is_refused_not_misread(run_dir):
+    w = make_store(run_dir, steps=2)
+    w.close()
+    c = sqlite3.connect(store_path(run_dir))
+    with c:
+        c.execute("UPDATE schema SET version = ?", (schema.OLDEST_READABLE_VERSION - 1,))
+    c.close()
+    with pytest.raises(SchemaVersionError, match="pre-release layout"):
+        load(run_dir)
+
+
 def test_locked_store(run_dir, monkeypatch):
     w = make_store(run_dir, steps=2)
     w.close()

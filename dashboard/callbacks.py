@@ -1,0 +1,148 @@
+"""Every callback of the app, registered on the app object by :func:`register` (no module-level
+``@dash.callback``, so any number of apps can live in one process, e.g. in tests).
+
+* ``poll``: every tick, the heads (last step, newest event, status) of the selected runs and
+  the run list; guarded with ``running=`` so a slow poll is never overlapped by the next tick.
+* ``pause``: the live pause toggle (sets the interval's ``max_intervals``: the guard owns
+  ``disabled``).
+* ``navigate``: the view (runs, step, layer) from the URL, run picker, step slider and event
+  rows, mirrored back into all of them.
+* ``play`` / ``advance`` / ``play_state``: replay, in the browser (``assets/replay.js``).
+* ``update_panel``: one pattern-matching callback refreshes any panel (see
+  :mod:`dashboard.refresh`).
+"""
+
+from __future__ import annotations
+
+from dash import (ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update)
+
+from dashboard import navigation, refresh
+from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, pid, run_options
+from dashboard.panels import BY_NAME, events
+from dashboard.panels.base import READ_ERRORS, View
+
+
+def register(app, catalog) -> None:
+    """Register every callback of the dashboard on ``app`` for runs of ``catalog``."""
+    _live(app, catalog)
+    _navigation(app, catalog)
+    _replay(app)
+    _panels(app, catalog)
+
+
+def _live(app, catalog) -> None:
+    @app.callback(Output("heads", "data"), Output("run-select", "options"),
+                  Input("tick", "n_intervals"), State("view", "data"), State("heads", "data"),
+                  State("run-select", "options"),
+                  running=[(Output("tick", "disabled"), True, False)])
+    def poll(_n, view, heads, options):
+        opts = run_options(catalog.names(), catalog)
+        runs = (view or {}).get("runs") or []
+        new = {r: catalog.head(r, (heads or {}).get(r)) for r in runs}
+        return (new if new != heads else no_update), (opts if opts != options else no_update)
+
+    @app.callback(Output("tick", "max_intervals"), Output("pause", "children"),
+                  Output("pause", "className"), Input("pause", "n_clicks"),
+                  prevent_initial_call=True)
+    def pause(n_clicks):
+        paused = bool(n_clicks % 2)
+        return ((0, "Resume live", "button paused") if paused
+                else (-1, "Pause live", "button"))
+
+    app._avionics_poll, app._avionics_pause = poll, pause  # plain functions, for tests
+
+
+def _navigation(app, catalog) -> None:
+    @app.callback(
+        Output("view", "data"), Output("run-select", "value"), Output("step-slider", "min"),
+        Output("step-slider", "max"), Output("step-slider", "value"),
+        Output("step-slider", "marks"), Output("step-label", "children"),
+        Output("url", "search"),
+        Input("url", "search"), Input("run-select", "value"), Input("step-slider", "value"),
+        Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"), Input("heads", "data"),
+        Input("playing", "data"), State("view", "data"), State("step-slider", "min"),
+        State("step-slider", "max"), State("step-label", "children"))
+    def navigate(search, selected, slider, _rows, heads, playing, old, old_min, old_max,
+                 old_label):
+        trigger = ctx.triggered_id
+        view = dict(old or {})
+        if trigger is None or trigger == "url" or not old:
+            view = navigation.parse_query(search)
+            latest = None if view["runs"] else catalog.latest()
+            if latest:
+                view["runs"] = [latest]
+        elif trigger == "run-select":
+            view["runs"] = list(selected or [])
+        elif isinstance(trigger, dict):
+            if not ctx.triggered[0]["value"]:
+                return (no_update,) * 8  # rows re-rendered, not clicked
+            _run, _id, step, layer = events.parse_row_id(trigger["index"])
+            view.update(step=step, layer=layer)
+        heads = {**{r: catalog.head(r) for r in view["runs"] if r not in (heads or {})},
+                 **(heads or {})}
+        first, last = navigation.step_range(heads, view["runs"])
+        if trigger == "step-slider":
+            view["step"] = navigation.slider_step(slider, first, last)
+        value = last if view.get("step") is None else view["step"]
+        valid = [r for r in view["runs"] if r in catalog.names()]
+        query = navigation.build_query(view)
+        text = navigation.label(view, first, last)
+        span = (first, last) != (old_min, old_max)
+
+        def changed(new, current):  # untouched outputs are not sent: a drag is not disturbed
+            return new if new != current else no_update
+
+        return (changed(view, old), changed(valid, selected), changed(first, old_min),
+                changed(last, old_max), changed(value, slider),
+                navigation.marks(first, last) if span else no_update, changed(text, old_label),
+                query if (query != (search or "") and not playing) else no_update)
+
+    app._avionics_navigate = navigate
+
+
+def _replay(app) -> None:
+    app.clientside_callback(
+        ClientsideFunction("avionics", "toggle_play"),
+        Output("playing", "data"), Output("step-slider", "value", allow_duplicate=True),
+        Input("play", "n_clicks"), State("playing", "data"), State("step-slider", "value"),
+        State("step-slider", "min"), State("step-slider", "max"), prevent_initial_call=True)
+    app.clientside_callback(
+        ClientsideFunction("avionics", "advance"),
+        Output("step-slider", "value", allow_duplicate=True),
+        Output("playing", "data", allow_duplicate=True),
+        Input("play-tick", "n_intervals"), State("step-slider", "value"),
+        State("step-slider", "min"), State("step-slider", "max"), State("speed", "value"),
+        State("play-tick", "interval"), State("playing", "data"), prevent_initial_call=True)
+    app.clientside_callback(
+        ClientsideFunction("avionics", "play_interval"),
+        Output("play-tick", "interval"), Input("speed", "value"), State("play-min-ms", "data"))
+    app.clientside_callback(
+        ClientsideFunction("avionics", "play_state"),
+        Output("play-tick", "disabled"), Output("play", "children"), Input("playing", "data"))
+
+
+def _panels(app, catalog) -> None:
+    @app.callback(Output(pid(GRAPH, MATCH), "figure"), Output(pid(EXTRA, MATCH), "children"),
+                  Output(pid(STATE, MATCH), "data"),
+                  Input("view", "data"), Input("heads", "data"),
+                  Input(pid(OPTIONS, MATCH), "value"), State(pid(STATE, MATCH), "data"),
+                  prevent_initial_call=True)
+    def update_panel(view_data, heads, options, state):
+        panel = BY_NAME[ctx.outputs_list[0]["id"]["panel"]]
+        trigger = {_trigger_kind(p) for p in ctx.triggered_prop_ids}
+        view = View.from_dict(view_data, options)
+        try:
+            out = refresh.refresh(panel, catalog, trigger, view, heads, state)
+        except READ_ERRORS:  # the store changed under an append: draw it again from scratch
+            out = refresh.render(panel, catalog, view, heads)
+        return out.figure, out.extra, out.state
+
+    app._avionics_update_panel = update_panel
+
+
+def _trigger_kind(prop_id: str) -> str:
+    if prop_id.startswith("view."):
+        return "view"
+    if prop_id.startswith("heads."):
+        return "heads"
+    return "options"

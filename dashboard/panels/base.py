@@ -1,0 +1,193 @@
+"""What a panel is, and the one loader that reads a panel's series from the store within budget.
+
+A panel is a module in this package with:
+
+``NAME``      id used in component ids and the URL-free state (``"grad_norm"``).
+``TITLE``     heading of the panel's card.
+``REQUIRES``  the series it draws (fnmatch patterns over series keys), for the docs and the
+              "why no data" text; the panel has data when :func:`needs` finds any of them.
+``MISSING``   what to tell the user when none of them was recorded, and how to record them.
+``OPTIONS``   ``(value, label)`` toggles shown above the graph (EMA, log y, ...).
+``needs(keys, options) -> list[Need]``   which series to read, from what a run has.
+``figure(runs, view) -> dict``           pure: a plotly figure dict from :class:`RunInput` s.
+
+and optionally ``load_extra(run, view) -> dict`` (extra reads, e.g. events), ``extra(runs,
+view)`` (Dash components under the graph) and ``GRAPH = False`` (no graph at all).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from dashboard import downsample, settings
+from dashboard.figures import run_colour
+from instrument.store import schema
+from instrument.store.errors import StoreError
+
+READ_ERRORS = (StoreError, sqlite3.Error, OSError, ValueError, KeyError)
+"""What reading a run can raise when the store is bad or changes underneath us (a run deleted,
+a store rewritten); shown as the run's message, never as a traceback."""
+
+LINE = "line"        # one line (scalar series)
+LINES = "lines"      # one line per layer
+HEATMAP = "heatmap"  # layer x step
+BARS = "bars"        # one bar per layer at the selected step
+
+
+@dataclass(frozen=True)
+class Need:
+    """A series a panel reads, and how it is drawn (which sets its point budget)."""
+
+    key: str
+    kind: str
+    draw: str
+
+
+@dataclass
+class View:
+    """What the user looks at: runs (first is the primary), replay step, highlighted layer."""
+
+    runs: list
+    step: Optional[int] = None  # None: follow the last step
+    layer: Optional[str] = None
+    options: tuple = ()
+
+    @classmethod
+    def from_dict(cls, data: Optional[dict], options=()) -> "View":
+        data = data or {}
+        step = data.get("step")
+        return cls(list(data.get("runs") or []), None if step is None else int(step),
+                   data.get("layer"), tuple(options or ()))
+
+
+@dataclass
+class RunInput:
+    """One run's share of a panel: the series read for it (or why it could not be read)."""
+
+    id: str
+    label: str
+    colour: str
+    series: dict = field(default_factory=dict)   # key -> Downsampled (lines, heatmaps)
+    bars: dict = field(default_factory=dict)     # key -> (step, layers, values)
+    first_step: Optional[int] = None
+    last_step: Optional[int] = None
+    meta: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    error: Optional[str] = None
+    n_series: Optional[int] = None
+    base: int = schema.PYRAMID_BASE
+
+    def step(self, view: View) -> Optional[int]:
+        """The step this run shows for ``view`` (the selected one, else its last)."""
+        return self.last_step if view.step is None else view.step
+
+    def layers(self, key: str) -> list:
+        """Layer names of layer series ``key`` as read (heatmap or bars), else []."""
+        if key in self.series and self.series[key].layers is not None:
+            return list(self.series[key].layers)
+        return list(self.bars[key][1]) if key in self.bars else []
+
+    def bucket(self, key: str) -> int:
+        """Steps per point of the series ``key`` as read (1 = raw rows)."""
+        return downsample.bucket_size(self.series[key].level, self.base)
+
+
+def matches(key: str, patterns) -> bool:
+    """True if ``key`` matches one of the fnmatch ``patterns``."""
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def user_scalars(keys: list) -> list:
+    """Scalars logged with ``monitor.log()``: the loss first, then the rest by name."""
+    own = [k for k in keys if not schema.Keys.is_builtin_scalar(k)]
+    return sorted(own, key=lambda k: (k != schema.Keys.LOSS, k))
+
+
+def budgets(needs_per_run: list, layer_counts: list) -> tuple:
+    """``(points per line, columns per heatmap)`` for a figure drawing all runs' needs.
+
+    Args:
+        needs_per_run: per run, its list of :class:`Need`.
+        layer_counts: per run, ``{key: number of layers}`` of its layer series.
+    """
+    lines = rows = 0
+    for needs, counts in zip(needs_per_run, layer_counts):
+        for need in needs:
+            width = min(counts.get(need.key, 1), settings.MAX_BAR_LAYERS)
+            if need.draw == LINE:
+                lines += 1
+            elif need.draw == LINES:
+                lines += width
+            elif need.draw == HEATMAP:
+                rows += width
+    return downsample.points_per_trace(lines), downsample.heatmap_columns(rows)
+
+
+def load(panel, catalog, view: View) -> list:
+    """Read what ``panel`` needs from every run of ``view`` (see the module docstring).
+
+    Bad runs come back with ``error`` set (a clear message), never as an exception.
+    """
+    opened = []
+    for i, name in enumerate(view.runs):
+        run, error = catalog.try_open(name)
+        item = RunInput(name, catalog.display_name(name), run_colour(i), error=error)
+        if run is not None:
+            try:
+                item.first_step, item.last_step = run.step_range()
+                item.meta = run.meta
+                keys = {k: run.keys(k) for k in (schema.SCALAR, schema.LAYER)}
+                item.n_series = sum(len(v) for v in keys.values())
+                needs = [n for n in panel.needs(keys, view.options) if n.key in keys[n.kind]]
+                counts = {n.key: len(run.layer_names(n.key)) for n in needs
+                          if n.kind == schema.LAYER}
+            except READ_ERRORS as exc:  # shown in the panel, never raised to the page
+                run, item.error = None, _message(exc)
+        opened.append((item, run, needs if run is not None else [],
+                       counts if run is not None else {}))
+    per_line, columns = budgets([o[2] for o in opened], [o[3] for o in opened])
+    for item, run, needs, _ in opened:
+        if run is None:
+            continue
+        try:
+            _read(run, item, needs, view, per_line, columns)
+            if hasattr(panel, "load_extra"):
+                item.extra = panel.load_extra(run, view)
+        except READ_ERRORS as exc:
+            item.error = _message(exc)
+    return [o[0] for o in opened]
+
+
+def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: int) -> None:
+    stop = item.last_step
+    if stop is None:
+        return
+    for need in needs:
+        if need.draw == BARS:
+            found = run.at_step(need.key, item.step(view))
+            if found is not None:
+                step, layers, values = found
+                item.bars[need.key] = (step, list(layers), np.asarray(values))
+            continue
+        budget = columns if need.draw == HEATMAP else per_line
+        ds = run.series(need.key, need.kind, start=item.first_step, stop=stop,
+                        max_points=budget)
+        if ds is not None:
+            item.series[need.key] = ds
+
+
+def cursor_of(item: RunInput, key: str) -> Optional[int]:
+    """The last step a rendered series covers (its run's last step when it was read, every
+    step up to it final): live appends continue after it."""
+    return item.last_step
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, StoreError):
+        return str(exc)
+    return f"could not read this run: {type(exc).__name__}: {exc}"

@@ -1,0 +1,63 @@
+"""Gradient norms: the global norm over steps, per layer as a layer x step heatmap with a log
+colour scale, and per layer as bars at the selected step.
+
+Compared runs overlay in the global plot and sit side by side in the per-layer row.
+"""
+
+from __future__ import annotations
+
+from dashboard import figures, settings
+from dashboard.figures import Grid
+from dashboard.panels.base import BARS, HEATMAP, LINE, Need, View
+from dashboard.panels.traces import heatmap_rows, scalar_lines
+from instrument.store import schema
+
+Keys = schema.Keys
+NAME = "grad_norm"
+TITLE = "Gradient norms"
+REQUIRES = (Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM)
+MISSING = ("No gradient norms were recorded: the 'grad_norm' instrument was switched off in "
+           "schedules=, or no optimizer step has been logged yet.")
+LOG_Y = "logy"
+OPTIONS = ((LOG_Y, "log y (global)"),)
+
+
+def needs(keys: dict, options) -> list:
+    """The global norm line, and the per-layer norms as heatmap and bars."""
+    return [Need(Keys.GRAD_NORM_TOTAL, schema.SCALAR, LINE),
+            Need(Keys.GRAD_NORM, schema.LAYER, HEATMAP),
+            Need(Keys.GRAD_NORM, schema.LAYER, BARS)]
+
+
+def figure(runs: list, view: View) -> dict:
+    """Row 1: global norm (runs overlaid). Row 2: per run, layer x step heatmap and bars."""
+    total = [item for item in runs if Keys.GRAD_NORM_TOTAL in item.series]
+    per_layer = [item for item in runs
+                 if Keys.GRAD_NORM in item.series or Keys.GRAD_NORM in item.bars]
+    if not total and not per_layer:
+        return figures.placeholder(MISSING)
+    rows = [(settings.SMALL_ROW_HEIGHT_PX, [1])] if total else []
+    if per_layer:
+        n = max(len(item.layers(Keys.GRAD_NORM)) for item in per_layer)
+        rows.append((figures.heatmap_height(n),
+                     list(settings.HEATMAP_BAR_WIDTHS) * len(per_layer)))
+    grid = Grid(rows)
+    data, shapes, notes = [], [], []
+    if total:
+        cell = grid.cells[0][0]
+        shapes.append(figures.cursor(cell, view.step))
+        notes.append(figures.title(grid, cell, "global gradient norm"))
+        if LOG_Y in view.options:
+            grid.axis(cell, "y")["type"] = "log"
+        for item in total:
+            data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL, name=item.label,
+                                 colour=item.colour, legend=len(runs) > 1)
+    if per_layer:
+        d, s, a = heatmap_rows(grid, per_layer, Keys.GRAD_NORM, len(grid.cells) - 1, view,
+                               label="grad norm", log=True,
+                               colourscale=settings.LOG_COLOURSCALE, bar_colour=settings.BAR_COLOUR)
+        data, shapes, notes = data + d, shapes + s, notes + a
+    layout = figures.base_layout(grid, shapes=shapes, annotations=notes,
+                                 showlegend=len(runs) > 1)
+    return figures.figure(data, layout)
+

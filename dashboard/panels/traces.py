@@ -1,0 +1,145 @@
+"""Traces that several panels draw from a :class:`~dashboard.panels.base.RunInput`: a scalar
+line with its min..max band and EMA, one line per layer, a layer x step heatmap, bars at a step.
+
+Pure functions; the appendable ones carry ``meta["live"]`` (see :func:`dashboard.figures.live_tag`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from dashboard import downsample, figures, settings
+from dashboard.figures import Cell, bars, band, heatmap, line, live_tag
+from dashboard.panels.base import RunInput, View, cursor_of
+from instrument.store import schema
+
+
+def scalar_lines(cell: Cell, item: RunInput, key: str, *, name: str, colour: str,
+                 smooth: bool = False, legend: bool = True) -> list:
+    """A scalar series: its mean line, the min..max band when downsampled, EMA if ``smooth``."""
+    ds = item.series.get(key)
+    if ds is None:
+        return []
+    size, cur = item.bucket(key), cursor_of(item, key)
+    tag = dict(run=item.id, key=key, kind=schema.SCALAR, size=size, cursor=cur)
+    group = f"{item.id}:{key}"
+    out = []
+    if size > 1:
+        out += band(cell, ds.step, ds.min, ds.max, colour, group=group,
+                    live_lo=live_tag(stat="min", **tag), live_hi=live_tag(stat="max", **tag))
+    raw = line(cell, ds.step, ds.mean, name, colour, live=live_tag(**tag), group=group,
+               showlegend=legend and not smooth, opacity=0.3 if smooth else 1.0,
+               hover=f"{name} %{{y}} @ step %{{x}}<extra></extra>")
+    out.append(raw)
+    if smooth:
+        values, state = downsample.ema(ds.mean, counts=ds.count)
+        out.append(line(cell, ds.step, values, f"{name} (EMA)", colour,
+                        live=live_tag(ema=state, **tag), group=group, showlegend=legend,
+                        width=2.2, hover=f"{name} EMA %{{y}} @ step %{{x}}<extra></extra>"))
+    return out
+
+
+def layer_lines(cell: Cell, item: RunInput, key: str, *, colours: list,
+                legend: bool = True) -> list:
+    """One line per layer of layer series ``key`` (mean per bucket)."""
+    ds = item.series.get(key)
+    if ds is None:
+        return []
+    size, cur = item.bucket(key), cursor_of(item, key)
+    legend = legend and len(ds.layers) <= settings.MAX_LEGEND_LAYERS
+    out = []
+    for j, layer in enumerate(ds.layers):
+        values = ds.mean[:, j]
+        if not np.isfinite(values).any():
+            continue  # never recorded for this layer (e.g. no gradient)
+        tag = live_tag(run=item.id, key=key, kind=schema.LAYER, layer=layer, size=size,
+                       cursor=cur)
+        out.append(line(cell, ds.step, values, layer, colours[j % len(colours)], live=tag,
+                        group=f"{item.id}:{layer}", showlegend=legend, width=1.2,
+                        hover=f"{layer} %{{y}} @ step %{{x}}<extra>{item.label}</extra>"))
+    return out
+
+
+def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscale: str,
+                  label: str, zrange: Optional[tuple] = None, zmid: Optional[float] = None
+                  ) -> Optional[dict]:
+    """Layer x step heatmap of ``key`` (bucket means), log10 colours when ``log``."""
+    ds = item.series.get(key)
+    if ds is None or ds.step.size == 0:
+        return None
+    z = ds.mean.T
+    size = item.bucket(key)
+    span = "" if size == 1 else f" (mean of {size} steps)"
+    if log:
+        z = downsample.log10_positive(z)
+        finite = z[np.isfinite(z)]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+        vals, text = downsample.decade_ticks(lo, hi)
+        bar = {"tickvals": vals, "ticktext": text, "title": {"text": "", "side": "right"}}
+        hover = f"%{{y}} @ step %{{x}}{span}<br>log10 {label} = %{{z:.3f}}<extra></extra>"
+        return heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, colorbar=bar,
+                       hover=hover)
+    hover = f"%{{y}} @ step %{{x}}{span}<br>{label} = %{{z:.4g}}<extra></extra>"
+    lo, hi = zrange if zrange else (None, None)
+    return heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, zmin=lo, zmax=hi,
+                   zmid=zmid, hover=hover)
+
+
+def layer_bars(cell: Cell, item: RunInput, key: str, view: View, colour: str,
+               label: str) -> Optional[dict]:
+    """Bars of ``key`` per layer at the view's step (the last recorded step at or before it)."""
+    found = item.bars.get(key)
+    if found is None:
+        return None
+    step, layers, values = found
+    layers, values = layers[:settings.MAX_BAR_LAYERS], values[:settings.MAX_BAR_LAYERS]
+    tag = {"run": item.id, "key": key, "step": int(step)}
+    return bars(cell, layers, values, colour, at_step=tag, highlight=view.layer,
+                hover=f"%{{y}}: {label} %{{x:.4g}}<extra>step {step}</extra>")
+
+
+def layer_colours(n: int) -> list:
+    """``n`` distinguishable colours for per-layer lines (a perceptual ramp, input order)."""
+    ramp = settings.LAYER_COLOURS
+    if n <= len(ramp):
+        return list(ramp[:max(n, 1)])
+    return [ramp[int(i * (len(ramp) - 1) / max(n - 1, 1))] for i in range(n)]
+
+
+def heatmap_rows(grid, runs: list, key: str, row: int, view: View, *, label: str, log: bool,
+                 colourscale: str, bar_colour: str, zrange: Optional[tuple] = None,
+                 zmid: Optional[float] = None) -> tuple:
+    """Fill grid row ``row`` (cells ``[heatmap, bars] * runs``) with ``key`` for every run.
+
+    The bars share the heatmap's layer axis (same rows, first layer on top), the heatmap gets
+    the replay cursor, and the highlighted layer is outlined in both.
+
+    Returns:
+        ``(traces, shapes, annotations)``.
+    """
+    data, shapes, notes = [], [], []
+    cells = grid.cells[row]
+    for i, item in enumerate(runs):
+        heat_cell, bar_cell = cells[2 * i], cells[2 * i + 1]
+        grid.axis(heat_cell, "y")["autorange"] = "reversed"
+        grid.axis(heat_cell, "y")["type"] = "category"
+        grid.axis(bar_cell, "y").update({"matches": heat_cell.yref, "showticklabels": False,
+                                         "type": "category"})
+        if log:
+            figures.log_axis(grid.axis(bar_cell, "x"))
+        prefix = f"{item.label}: " if len(runs) > 1 else ""
+        notes.append(figures.title(grid, heat_cell, f"{prefix}{label}"))
+        notes.append(figures.title(grid, bar_cell, "at the selected step"))
+        shapes.append(figures.cursor(heat_cell, view.step))
+        trace = layer_heatmap(heat_cell, item, key, log=log, colourscale=colourscale,
+                              label=label, zrange=zrange, zmid=zmid)
+        if trace is not None:
+            data.append(trace)
+        bar = layer_bars(bar_cell, item, key, view, bar_colour, label)
+        if bar is not None:
+            data.append(bar)
+        if view.layer is not None and view.layer in item.layers(key):
+            shapes.append(figures.row_highlight(heat_cell, view.layer))
+    return data, shapes, notes

@@ -1,0 +1,47 @@
+"""A rule's finding: what it saw, where, and what to try; becomes a stored ``Event``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from instrument.store.records import Event
+
+
+@dataclass
+class Finding:
+    """One diagnosis. Rules fill ``layer``, ``message`` and ``evidence``; the engine fills the
+    rest from the rule (code, default severity, suggestion) and the current step.
+
+    ``stored`` is True for findings that an instrument already wrote to the store at source
+    (``nonfinite``); the engine reports them but does not write them twice.
+    """
+
+    message: str
+    layer: Optional[str] = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    severity: Optional[str] = None
+    code: str = ""
+    step: Optional[int] = None
+    suggestion: Optional[str] = None
+    stored: bool = False
+    wall_time: float = field(default_factory=time.time)
+    per_layer: bool = True
+
+    @property
+    def key(self) -> tuple:
+        """What de-duplication compares: one finding per code and layer (or per code)."""
+        return (self.code, self.layer if self.per_layer else None)
+
+    def to_event(self) -> Event:
+        """The store row for this finding."""
+        return Event(self.code, self.severity, self.message, step=self.step, layer=self.layer,
+                     evidence=dict(self.evidence) or None, suggestion=self.suggestion,
+                     wall_time=self.wall_time)
+
+    @classmethod
+    def from_event(cls, e) -> "Finding":
+        """A finding for an event an instrument stored (reported, never stored again)."""
+        return cls(e.message, e.layer, dict(e.evidence or {}), e.severity, e.code, e.step,
+                   e.suggestion, stored=True, wall_time=e.wall_time)

@@ -1,0 +1,68 @@
+"""A readable text report (and a JSON form) of a :class:`~instrument.diagnosis.replay.Diagnosis`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from instrument.store import schema
+
+_ORDER = {schema.CRITICAL: 0, schema.WARNING: 1, schema.INFO: 2}
+WIDTH = 100
+
+
+def _evidence(ev: dict) -> str:
+    parts = []
+    for k, v in (ev or {}).items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, (list, tuple)) and len(v) > 8:
+            v = f"[{', '.join(map(str, v[:8]))}, ... {len(v)} in all]"
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def text(diag) -> str:
+    """The report: a header, the findings (most severe first, then by step), silent rules."""
+    meta = diag.meta
+    counts = {s: sum(f.severity == s for f in diag.findings) for s in _ORDER}
+    head = (f"avionics diagnose {diag.run}\n"
+            f"run '{meta.get('name')}', {meta.get('status')}, {meta.get('steps', '?')} steps; "
+            f"{len(diag.findings)} finding(s): {counts[schema.CRITICAL]} critical, "
+            f"{counts[schema.WARNING]} warning, {counts[schema.INFO]} info")
+    lines = [head, ""]
+    if not diag.findings:
+        lines.append("No findings: none of the active rules fired.")
+    for f in sorted(diag.findings, key=lambda f: (_ORDER.get(f.severity, 3), f.step or 0)):
+        where = f"  layer {f.layer}" if f.layer else ""
+        lines.append(f"{f.severity.upper():8s} step {f.step:<6} {f.code}{where}")
+        lines += textwrap.wrap(f.message, WIDTH, initial_indent="  ", subsequent_indent="  ")
+        if f.evidence:
+            lines += textwrap.wrap("evidence: " + _evidence(f.evidence), WIDTH,
+                                   initial_indent="  ", subsequent_indent="    ")
+        if f.suggestion:
+            lines += textwrap.wrap("try: " + f.suggestion, WIDTH, initial_indent="  ",
+                                   subsequent_indent="    ")
+        lines.append("")
+    silent = {c: s for c, s in diag.status.items() if s != "active"}
+    if silent:
+        lines.append("Rules that could not run on this run:")
+        for code, why in silent.items():
+            lines += textwrap.wrap(f"{code}: {why}", WIDTH, initial_indent="  ",
+                                   subsequent_indent="    ")
+        lines.append("")
+    for e in diag.notes:
+        lines += textwrap.wrap(f"note: {e.message}", WIDTH, subsequent_indent="  ")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def as_json(diag) -> str:
+    """The findings and rule status as JSON (for scripts)."""
+    return json.dumps({
+        "run": diag.run,
+        "findings": [{"code": f.code, "severity": f.severity, "step": f.step, "layer": f.layer,
+                      "message": f.message, "evidence": dict(f.evidence or {}),
+                      "suggestion": f.suggestion} for f in diag.findings],
+        "rules": diag.status,
+        "thresholds": diag.thresholds.overrides(),
+    }, indent=2, default=str)

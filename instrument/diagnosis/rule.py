@@ -1,0 +1,80 @@
+"""The Rule record: a code, a severity, documentation, and a pure check over the history.
+
+A rule file defines one ``RULE = Rule(...)`` and its ``check`` function::
+
+    def check(h: History, th: Thresholds, facts: RunFacts, state: dict) -> list[Finding]
+
+``check`` runs after every recorded step. It reads only the rolling windows in ``h``, the
+thresholds and the run's static facts, so it computes the same thing live (on the writer thread)
+and on a saved run (``avionics diagnose``). ``state`` is a small dict the rule may keep between
+steps (e.g. a running minimum); it must stay bounded. Findings are de-duplicated by the engine
+(one per code and layer), so a rule may return the same finding on every step the condition
+holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from instrument.store import schema
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A diagnosis rule (see the module docstring).
+
+    Attributes:
+        code: stable code, stored with every finding (a public contract).
+        severity: default severity of its findings (``info``, ``warning`` or ``critical``).
+        summary: one line, "fires when ...".
+        suggestion: what to try, stored with every finding.
+        check: the pure check function.
+        needs: instruments that must record for the rule to say anything.
+        keys: series the rule reads (the engine keeps windows of these only).
+        needs_classifier: also needs a classification criterion (``watch(loss_fn=...)`` with
+            CrossEntropyLoss or NLLLoss).
+        after_nonfinite: keep checking at steps where the loss or weights are non-finite
+            (other rules pause there: every statistic is garbage after a NaN).
+        suppressed_by: codes that, once found, explain this rule's symptom better; the rule
+            then stays quiet (e.g. no "learning rate too high" for the divergence that a
+            missing ``zero_grad()`` causes).
+        per_layer: findings are de-duplicated per code and layer (True) or per code only
+            (False: run-wide findings whose ``layer`` just points at the worst layer).
+        windows: ``thresholds -> {key: records}``, how many records of each series ``check``
+            reads (the engine keeps no more of layer series; unlisted ones keep
+            ``Thresholds.history``).
+    """
+
+    code: str
+    severity: str
+    summary: str
+    suggestion: str
+    check: Callable
+    needs: tuple = ()
+    keys: tuple = ()
+    needs_classifier: bool = False
+    after_nonfinite: bool = False
+    suppressed_by: tuple = ()
+    per_layer: bool = True
+    windows: Optional[Callable] = None
+
+    def __post_init__(self):
+        if self.severity not in schema.SEVERITIES:
+            raise ValueError(f"rule {self.code}: severity must be one of {schema.SEVERITIES}")
+
+    def silent_reason(self, facts) -> Optional[str]:
+        """Why this rule cannot fire on a run with these facts, or None if it can."""
+        missing = [n for n in self.needs if not facts.has(n)]
+        if "criterion" in missing or "logits" in missing:
+            return ("needs the criterion: pass watch(..., loss_fn=criterion) with the loss "
+                    "module the loop calls")
+        if missing:
+            return f"needs the instrument(s) {', '.join(missing)}, which did not record"
+        if self.needs_classifier and not facts.classifier:
+            if not facts.criterion:
+                return ("needs a classification criterion (CrossEntropyLoss or NLLLoss); the "
+                        "run's metadata does not say which criterion it used")
+            return (f"needs a classification criterion (CrossEntropyLoss or NLLLoss); the "
+                    f"criterion is {facts.criterion.get('class')}")
+        return None

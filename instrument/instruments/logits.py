@@ -1,0 +1,75 @@
+"""What the criterion's input looks like: logits, probabilities or log-probabilities.
+
+For ``CrossEntropyLoss`` and ``NLLLoss`` (class dimension 1, or 0 for one unbatched sample) and
+``BCEWithLogitsLoss``, each grad-enabled call records, on the device:
+
+* the smallest and largest input value;
+* the largest deviation from 1 of a row's sum over classes (0 for probabilities: a softmax was
+  applied before a loss that applies its own);
+* the largest deviation from 0 of a row's logsumexp (0 for log-probabilities).
+
+Scheduled at each of the first 20 steps (a wrong loss input is a day-one bug) and every 10th
+step after: the row reductions read the whole logits tensor, which for large vocabularies costs
+about as much as the loss itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from instrument.diagnosis.keys import DKeys
+from instrument.instruments.base import HostStep, Instrument
+from instrument.instruments.criterion import criterion_args
+from instrument.schedules import Schedule
+
+SUM_DEV, LSE_DEV, XMAX = range(3)
+
+
+class Logits(Instrument):
+    name = "logits"
+    default_schedule = Schedule(lambda s: s < 20 or s % 10 == 0, "first 20 steps, then every(10)")
+
+    @classmethod
+    def applies(cls, ctx):
+        return isinstance(ctx.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss, nn.BCEWithLogitsLoss))
+
+    def setup(self, buffer):
+        self.max = buffer.add("logits_max", 3, fill=-math.inf, reduce="max")
+        self.min = buffer.add("logits_min", 1, fill=math.inf, reduce="min")
+        self.rows = not isinstance(self.ctx.loss_fn, nn.BCEWithLogitsLoss)
+
+    def begin_step(self, step):
+        self._seen = False
+
+    def loss_inputs(self, args, kwargs, output):
+        x, _ = criterion_args(args, kwargs)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return
+        x = x.detach().float()
+        lo, hi = torch.aminmax(x)
+        vals = [torch.full((), -math.inf, device=x.device)] * 2 + [hi]
+        if self.rows and x.dim() >= 1:
+            dim = 1 if x.dim() >= 2 else 0
+            vals[SUM_DEV] = (x.sum(dim) - 1).abs().amax()
+            vals[LSE_DEV] = torch.logsumexp(x, dim).abs().amax()
+        view = self.max.view
+        torch.maximum(view, torch.stack(vals).to(view), out=view)
+        torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
+        self._seen = True
+
+    def snapshot(self):
+        return self._seen
+
+    def decode(self, step: HostStep, seen):
+        if not seen:
+            return
+        mx = step.section("logits_max")
+        out = step.data.scalars
+        out[DKeys.LOGIT_MIN] = float(step.section("logits_min")[0])
+        out[DKeys.LOGIT_MAX] = float(mx[XMAX])
+        if self.rows:
+            out[DKeys.LOGIT_SUM_DEV] = float(mx[SUM_DEV])
+            out[DKeys.LOGIT_LSE_DEV] = float(mx[LSE_DEV])

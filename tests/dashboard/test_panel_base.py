@@ -1,0 +1,88 @@
+"""The panel loader: series read from real stores within budget, bars at a step, bad runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard import settings
+from dashboard.panels import base, grad_norm, scalars
+from dashboard.panels.base import BARS, HEATMAP, LINE, LINES, Need, View
+from dashboard.runs import RunCatalog
+from instrument.store import schema
+from tests.dashboard import stores
+
+Keys = schema.Keys
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    stores.write_run(str(tmp_path / "a"), steps=40)
+    stores.write_run(str(tmp_path / "b"), steps=25, start=5)
+    return RunCatalog(str(tmp_path))
+
+
+def test_user_scalars_loss_first_and_no_builtins():
+    keys = ["val/acc", "lr/0", Keys.GRAD_NORM_TOTAL, "loss", "acc", "momentum/1"]
+    assert base.user_scalars(keys) == ["loss", "acc", "val/acc"]
+
+
+def test_budgets_count_lines_and_heatmap_rows():
+    needs = [[Need("loss", schema.SCALAR, LINE), Need("g", schema.LAYER, LINES),
+              Need("g", schema.LAYER, HEATMAP), Need("g", schema.LAYER, BARS)]]
+    per_line, cols = base.budgets(needs * 2, [{"g": 100}] * 2)
+    assert per_line == settings.MAX_FIGURE_POINTS // (2 * (1 + 100))
+    assert cols == settings.MAX_FIGURE_CELLS // 200
+
+
+def test_load_reads_the_stored_values(catalog):
+    view = View(["a", "b"])
+    a, b = base.load(grad_norm, catalog, view)
+    assert (a.first_step, a.last_step, b.first_step, b.last_step) == (0, 39, 5, 29)
+    ds = a.series[Keys.GRAD_NORM]
+    assert ds.level == 0 and list(ds.step) == list(range(40))
+    expected = np.array([[stores.grad_norm(s, j) for j in range(len(stores.PARAMS))]
+                         for s in range(40)])
+    np.testing.assert_allclose(ds.mean, expected, rtol=1e-6)  # float32 storage
+    step, layers, values = a.bars[Keys.GRAD_NORM]
+    assert step == 39 and layers == list(stores.PARAMS)
+    np.testing.assert_allclose(values, expected[-1], rtol=1e-6)
+    assert a.colour != b.colour and a.n_series == b.n_series > 0
+
+
+def test_bars_follow_the_view_step_and_sparse_series(catalog):
+    from dashboard.panels import activations
+    item, = base.load(activations, catalog, View(["a"], step=13))
+    step, layers, values = item.bars[Keys.ACT_MEAN]
+    assert step == 10  # activations every 5 steps: the last recorded at or before 13
+    np.testing.assert_allclose(values, [stores.act(Keys.ACT_MEAN, 10, m) for m in range(3)],
+                               rtol=1e-6)
+
+
+def test_bad_and_unknown_runs_carry_a_message(catalog, tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "avionics.db").write_bytes(b"")
+    catalog._scanned = -1e9
+    items = base.load(scalars, catalog, View(["a", "broken", "../etc"]))
+    assert items[0].error is None and "loss" in items[0].series
+    assert "empty" in items[1].error
+    assert "no run named" in items[2].error
+
+
+def test_downsampled_series_cover_the_whole_range(tmp_path, monkeypatch):
+    writer = stores.write_run(str(tmp_path / "r"), steps=203, close=False)
+    try:
+        monkeypatch.setattr(settings, "MAX_TRACE_POINTS", 60)
+        monkeypatch.setattr(settings, "MAX_FIGURE_POINTS", 60)
+        item, = base.load(scalars, RunCatalog(str(tmp_path)), View(["r"]))
+        ds = item.series["loss"]
+        assert ds.level > 0 and item.bucket("loss") == 4 ** ds.level
+        assert len(ds.step) <= 60
+        # up to the last step, with every point the mean of the steps it stands for
+        assert ds.step[-1] == 202 and base.cursor_of(item, "loss") == 202
+        means = [np.mean(stores.loss(np.arange(a, b + 1))) for a, b in zip(ds.first_step,
+                                                                           ds.step)]
+        np.testing.assert_allclose(ds.mean, means, rtol=1e-9)
+        assert (ds.first_step[1:] == ds.step[:-1] + 1).all()  # no gap, no overlap
+    finally:
+        writer.close()

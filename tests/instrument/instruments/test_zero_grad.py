@@ -1,0 +1,124 @@
+"""The zero_grad instrument: a stale gradient is flagged exactly in the loops that never clear it.
+
+Each loop variant (from research/stack.md section 6) is run with watch(); the recorded
+``grad_stale`` series is compared with the expected flags worked out by hand for that loop.
+The instrument adds no tensor op at all (identity and version counters only).
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import instrument
+from instrument.diagnosis.keys import DKeys
+from tests.helpers import batches, layer_frame, mlp
+
+ONLY = {"*": None, "zero_grad": 1}  # every other instrument off
+
+
+def loop(variant, model, opt, data, mon=None):
+    crit = nn.CrossEntropyLoss()
+    params = list(model.parameters())
+    for step, (x, y) in enumerate(data):
+        if variant in ("zero_grad", "clip", "probe") or (variant == "dropped_at_3" and step < 3):
+            opt.zero_grad()
+        elif variant == "zero_fill":
+            opt.zero_grad(set_to_none=False)
+        elif variant == "model_zero_grad":
+            model.zero_grad()
+        elif variant == "manual":
+            for p in params:
+                if p.grad is not None:
+                    p.grad.zero_()
+        if variant == "zero_after_forward":
+            out = model(x)
+            opt.zero_grad()
+            loss = crit(out, y)
+        elif variant in ("accumulate", "accumulate_never_zeroed"):
+            for xm, ym in zip(x.chunk(4), y.chunk(4)):
+                (crit(model(xm), ym) / 4).backward()
+            loss = None
+        else:
+            loss = crit(model(x), y)
+        if loss is not None:
+            loss.backward()
+        if variant in ("clip", "no_zero_grad_clip"):
+            nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
+        if variant == "probe":  # a gradient probe between step and zero_grad accumulates nothing
+            torch.autograd.grad(crit(model(x), y), params)
+        if variant in ("step_then_zero", "accumulate"):
+            opt.zero_grad()
+
+
+CLEAN = ["zero_grad", "zero_fill", "model_zero_grad", "manual", "zero_after_forward",
+         "step_then_zero", "accumulate", "clip", "probe"]
+BUGGY = {"no_zero_grad": 1, "no_zero_grad_clip": 1, "accumulate_never_zeroed": 1,
+         "dropped_at_3": 3}  # variant -> first stale step
+
+
+@pytest.mark.parametrize("variant", CLEAN + list(BUGGY))
+def test_stale_flags_per_loop(run_dir, variant):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules=ONLY)
+    loop(variant, model, opt, batches(6), mon)
+    mon.close()
+    flags = layer_frame(instrument.load(mon.run_dir), DKeys.GRAD_STALE)
+    names = [n for n, _ in model.named_parameters()]
+    first = BUGGY.get(variant)
+    for step in range(6):
+        # the first accumulation after a step is seen from step 1 on (step 0 has no previous)
+        want = np.nan if step == 0 else (1.0 if first is not None and step >= first else 0.0)
+        got = [flags[step][n] for n in names]
+        assert np.allclose(got, want, equal_nan=True), (variant, step, got)
+
+
+def test_parameters_outside_the_optimizer_are_not_watched(run_dir):
+    model = mlp()
+    opt = torch.optim.SGD(list(model.parameters())[:2], lr=0.01)  # first layer only
+    mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules=ONLY)
+    loop("zero_grad", model, opt, batches(3), mon)
+    mon.close()
+    flags = layer_frame(instrument.load(mon.run_dir), DKeys.GRAD_STALE)
+    assert flags[2]["0.weight"] == 0.0 and np.isnan(flags[2]["2.weight"])
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_reads_no_values(run_dir, monkeypatch):
+    """Every hook of the instrument runs under a dispatch mode that records tensor ops: none."""
+    from instrument.instruments.zero_grad import ZeroGrad
+
+    rec = RecordOps()
+
+    def recorded(fn):
+        def wrapper(*args):
+            with rec:
+                return fn(*args)
+        return wrapper
+
+    for name in ("_before", "_accumulated"):
+        make = getattr(ZeroGrad, name)
+        monkeypatch.setattr(ZeroGrad, name,
+                            lambda self, *a, make=make: recorded(make(self, *a)))
+    stepped = ZeroGrad._stepped
+    monkeypatch.setattr(ZeroGrad, "_stepped", lambda self, *a: recorded(stepped)(self, *a))
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules=ONLY)
+    loop("no_zero_grad", model, opt, batches(4))
+    mon.close()
+    flags = layer_frame(instrument.load(mon.run_dir), DKeys.GRAD_STALE)
+    assert flags[3]["0.weight"] == 1.0  # the wrapped hooks did run
+    assert rec.ops == []
