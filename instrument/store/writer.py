@@ -212,6 +212,10 @@ class StoreWriter:
             elif now >= next_beat:
                 self._write(conn, [], beat=True)
                 next_beat = now + schema.HEARTBEAT_INTERVAL_S
+            if not pending and next_flush <= now:
+                # idle: look again one interval later (a past deadline made the wait 0 and the
+                # thread spin, taking a core and the GIL from training until the next item)
+                next_flush = now + self.flush_interval
             for b in barriers:
                 b.done.set()
             barriers = []
