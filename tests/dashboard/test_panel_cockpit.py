@@ -1,47 +1,46 @@
-"""The Cockpit panels: pure figure functions over what the reader returns for a real store.
+"""The Cockpit panels: figures over what the dashboard's loader reads from a real store.
 
-The store is written with the real StoreWriter (no torch), read back with the real reader, and
-each panel's figure is checked against the values read.
+The store is written with the real StoreWriter (no torch) and read with the real loader
+(``base.load`` over a ``RunCatalog``); each figure is checked against the values written.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from dashboard.panels import (cockpit_alpha, cockpit_curvature, cockpit_distance,
-                              cockpit_gradient_tests, cockpit_hist_1d, cockpit_hist_2d,
-                              cockpit_noise, cockpit_tic)
-from instrument.store import schema
-from instrument.store.reader import load, store_path
+from dashboard import refresh
+from dashboard.panels import (COCKPIT, PANELS, base, cockpit_alpha, cockpit_curvature,
+                              cockpit_distance, cockpit_gradient_tests, cockpit_hist_1d,
+                              cockpit_hist_2d, cockpit_noise, cockpit_tic)
+from dashboard.panels.base import View
+from dashboard.runs import RunCatalog
+from instrument.store.reader import store_path
 from instrument.store.records import LayerValues, StepData
 from instrument.store.schema import CockpitKeys as CK, HistogramBins, Keys
 from instrument.store.writer import StoreWriter
+from tests.dashboard.panel_inputs import decode, run_input, traces
 
 PARAMS = ["0.weight", "0.bias", "2.weight"]
 STEPS = 30
 H1 = HistogramBins.labels_1d(-2, 2, 10)
 H2 = HistogramBins.labels_2d((-1, 1, 4), (-2, 2, 5))
-PANELS = (cockpit_alpha, cockpit_curvature, cockpit_distance, cockpit_gradient_tests,
-          cockpit_hist_1d, cockpit_hist_2d, cockpit_noise, cockpit_tic)
 
 
 def _values(step):
     rng = np.random.default_rng(step)
-    per = {k: rng.uniform(0.1, 2.0, len(PARAMS)) for k in CK.PER_LAYER}
-    return rng, per
+    return {k: rng.uniform(0.1, 2.0, len(PARAMS)) for k in CK.PER_LAYER}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cockpit_run")
-    writer = StoreWriter(store_path(str(d)), {"name": "c"}, flush_interval=0.05)
+def catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    (root / "c").mkdir()
+    writer = StoreWriter(store_path(str(root / "c")), {"name": "c"}, flush_interval=0.05)
     for step in range(STEPS):
-        rng, per = _values(step)
+        per = _values(step)
         data = StepData(step, wall_time=1000.0 + step)
         for key, vals in per.items():
             data.layers[key] = LayerValues(PARAMS, vals)
@@ -53,147 +52,140 @@ def run(tmp_path_factory):
         data.layers[CK.hist_1d_of("0.weight")] = LayerValues(H1, np.full(10, step))
         data.layers[CK.GRAD_HIST_2D] = LayerValues(H2, np.arange(20.0) * step)
         writer.submit(data)
-        if step >= 1:  # alpha of the previous step, written one step late
+        if step >= 1:  # alpha of the previous step arrives one step late
             writer.submit(StepData(step - 1, wall_time=999.0 + step, layers={
                 CK.ALPHA: LayerValues([CK.ALPHA_COLUMN], [math.sin(step)])}))
     writer.close()
-    return load(str(d))
+    return RunCatalog(str(root))
 
 
-def _inputs(run, panel, step=None, **view):
-    """What the dashboard hands a panel: series read from the store, and values at a step."""
-    keys = {schema.SCALAR: run.keys(schema.SCALAR), schema.LAYER: run.keys(schema.LAYER)}
-    item = SimpleNamespace(label="run", colour="#1f77b4", series={}, bars={})
-    at = STEPS - 1 if step is None else step
-    for key, kind, draw in panel.needs(keys, ()):
-        if key not in keys[kind]:
-            continue
-        if draw == "bars":
-            item.bars[key] = run.at_step(key, at)
-        else:
-            item.series[key] = run.series(key, kind)
-    return [item], SimpleNamespace(step=step, layer=view.get("layer"),
-                                   options=tuple(view.get("options", ())))
+def _figure(panel, catalog, step=None, layer=None, options=()):
+    view = View(["c"], step=step, layer=layer, options=tuple(options))
+    items = base.load(panel, catalog, view)
+    assert all(item.error is None for item in items)
+    return panel.figure(items, view), items
 
 
-def _traces(fig, **match):
-    return [t for t in fig["data"] if all((t.get("meta") or {}).get(k, t.get(k)) == v
-                                          for k, v in match.items())]
+def test_registered_in_cockpits_order():
+    assert [p.NAME for p in COCKPIT] == [
+        "cockpit_alpha", "cockpit_distance", "cockpit_gradient_tests", "cockpit_hist_1d",
+        "cockpit_hist_2d", "cockpit_curvature", "cockpit_tic", "cockpit_noise"]
+    assert set(COCKPIT) <= set(PANELS)
 
 
-@pytest.mark.parametrize("panel", PANELS, ids=lambda p: p.NAME)
+@pytest.mark.parametrize("panel", COCKPIT, ids=lambda p: p.NAME)
 def test_every_panel_says_what_is_missing(panel):
-    empty = SimpleNamespace(label="r", colour="#000", series={}, bars={})
-    fig = panel.figure([empty], SimpleNamespace(step=None, layer=None, options=()))
+    fig = panel.figure([run_input("r")], View(["r"]))
     assert fig["layout"]["meta"]["placeholder"] == panel.MISSING
-    assert panel.NAME.startswith("cockpit_") and panel.TITLE and panel.REQUIRES
+    assert panel.TITLE and panel.REQUIRES
 
 
-def test_alpha_gauge_all_against_recent(run):
-    runs, view = _inputs(run, cockpit_alpha, step=12)
-    fig = cockpit_alpha.figure(runs, view)
+def test_alpha_gauge_all_against_recent(catalog):
+    fig, _ = _figure(cockpit_alpha, catalog, step=12)
     alpha = np.sin(np.arange(1, STEPS))  # stored under steps 0 .. STEPS-2
-    all_bar, = _traces(fig, part="all")
-    recent, = _traces(fig, part="recent")
+    all_bar, = [t for t in fig["data"] if (t.get("meta") or {}).get("part") == "all"]
+    recent, = [t for t in fig["data"] if (t.get("meta") or {}).get("part") == "recent"]
     centers, dens = cockpit_alpha.histogram(alpha)
-    np.testing.assert_allclose(all_bar["y"], dens)
-    n = math.ceil(0.1 * len(alpha))
-    np.testing.assert_allclose(recent["y"], cockpit_alpha.histogram(alpha[-n:])[1])
+    np.testing.assert_allclose(all_bar["y"], dens, rtol=1e-6)
+    np.testing.assert_allclose(recent["y"], cockpit_alpha.histogram(alpha[-3:])[1], rtol=1e-6)
     assert sum(all_bar["y"]) * (centers[1] - centers[0]) == pytest.approx(1.0)
-    line, = _traces(fig, key=CK.ALPHA)
-    assert line["x"] == list(range(STEPS - 1))
-    np.testing.assert_allclose(line["y"], alpha, rtol=1e-6)
+    line, = traces(fig, key=CK.ALPHA, stat="mean")
+    assert decode(line["x"]).tolist() == list(range(STEPS - 1))  # live-appendable
+    np.testing.assert_allclose(decode(line["y"]), alpha, rtol=1e-4)
     assert [s["x0"] for s in fig["layout"]["shapes"] if s.get("name") == "cursor"] == [12]
 
 
-def test_distance_and_update_size(run):
-    runs, view = _inputs(run, cockpit_distance, step=7, options=["ema"])
-    fig = cockpit_distance.figure(runs, view)
-    dist, = _traces(fig, key=CK.total(CK.DISTANCE), layer=None, mode="lines+markers")
-    want = [_values(s)[1][CK.DISTANCE].sum() for s in range(STEPS)]
-    np.testing.assert_allclose(dist["y"], want, rtol=1e-6)
-    ema = [t for t in fig["data"] if (t.get("meta") or {}).get("ema")]
-    assert len(ema) == 2  # distance and update size
-    np.testing.assert_allclose(ema[0]["y"][:2], [want[0], 0.2 * want[1] + 0.8 * want[0]],
-                               rtol=1e-6)
-    bars, = _traces(fig, type="bar")
-    assert bars["meta"]["at_step"] == 7
-    np.testing.assert_allclose(bars["x"], _values(7)[1][CK.DISTANCE], rtol=1e-6)
-    assert bars["y"] == PARAMS
-
-
-def test_gradient_tests_lines_and_bars(run):
-    runs, view = _inputs(run, cockpit_gradient_tests, step=3, options=["logy"])
-    fig = cockpit_gradient_tests.figure(runs, view)
+def test_gradient_tests_lines_and_bars_follow_the_step(catalog):
+    fig, _ = _figure(cockpit_gradient_tests, catalog, step=3, options=["logy"])
     for key, _ in cockpit_gradient_tests.TESTS:
-        line, = _traces(fig, key=CK.total(key))
-        np.testing.assert_allclose(line["y"], [_values(s)[1][key].sum() for s in range(STEPS)],
-                                   rtol=1e-6)
-        bar, = _traces(fig, key=key, type="bar")
-        np.testing.assert_allclose(bar["x"], _values(3)[1][key], rtol=1e-6)
+        line, = traces(fig, key=CK.total(key), stat="mean")
+        np.testing.assert_allclose(decode(line["y"]),
+                                   [_values(s)[key].sum() for s in range(STEPS)], rtol=1e-4)
+        bar, = traces(fig, type="bar", at_key=key)
+        assert bar["meta"]["at_step"]["step"] == 3 and bar["y"] == PARAMS
+        np.testing.assert_allclose(bar["x"], _values(3)[key], rtol=1e-4)
     assert all(fig["layout"][a]["type"] == "log" for a in ("yaxis", "yaxis2", "yaxis3"))
+    state = refresh._state(fig, View(["c"], step=3), [], None)
+    assert len(state["bars"]) == 3 and len(state["cursors"]) == 3
 
 
-def test_histogram_at_the_replay_step_all_and_per_layer(run):
-    runs, view = _inputs(run, cockpit_hist_1d, step=5)
-    fig = cockpit_hist_1d.figure(runs, view)
+def test_distance_with_ema(catalog):
+    fig, _ = _figure(cockpit_distance, catalog, step=7, options=["ema"])
+    want = [_values(s)[CK.DISTANCE].sum() for s in range(STEPS)]
+    raw, = [t for t in traces(fig, key=CK.total(CK.DISTANCE), stat="mean")
+            if t["meta"]["live"]["ema"] is None]
+    np.testing.assert_allclose(decode(raw["y"]), want, rtol=1e-4)
+    ema = [t for t in traces(fig, key=CK.total(CK.DISTANCE)) if t["meta"]["live"]["ema"]]
+    assert len(ema) == 1
+    update, = [t for t in traces(fig, key=Keys.UPDATE_NORM_TOTAL, stat="mean")
+               if t["meta"]["live"]["ema"] is None]
+    np.testing.assert_allclose(decode(update["y"]), 0.1 * np.arange(STEPS), atol=1e-6)
+    bar, = traces(fig, type="bar")
+    np.testing.assert_allclose(bar["x"], _values(7)[CK.DISTANCE], rtol=1e-4)
+
+
+def test_histogram_at_the_replay_step_all_and_per_layer(catalog):
+    fig, _ = _figure(cockpit_hist_1d, catalog, step=5)
     bar, = fig["data"]
-    assert bar["meta"]["at_step"] == 5 and bar["meta"]["key"] == CK.GRAD_HIST_1D
-    np.testing.assert_allclose(bar["y"], np.arange(10) + 5)
-    np.testing.assert_allclose(bar["x"], np.linspace(-1.8, 1.8, 10), atol=1e-9)
-    runs, view = _inputs(run, cockpit_hist_1d, step=6, layer="0.weight", options=["logy"])
-    fig = cockpit_hist_1d.figure(runs, view)
+    assert bar["meta"]["at_step"] == {"run": "c", "key": CK.GRAD_HIST_1D, "step": 5}
+    assert bar["y"] == H1  # bins as categories: the framework moves them with the step
+    np.testing.assert_allclose(bar["x"], np.arange(10) + 5)
+    fig, _ = _figure(cockpit_hist_1d, catalog, step=6, layer="0.weight", options=["logx"])
     bar, = fig["data"]
-    assert bar["meta"]["key"] == CK.hist_1d_of("0.weight")
-    np.testing.assert_allclose(bar["y"], np.full(10, 6))
-    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert bar["meta"]["at_step"]["key"] == CK.hist_1d_of("0.weight")
+    np.testing.assert_allclose(bar["x"], np.full(10, 6))
+    assert fig["layout"]["xaxis"]["type"] == "log"
 
 
-def test_2d_histogram_heatmap(run):
-    runs, view = _inputs(run, cockpit_hist_2d, step=4)
-    fig = cockpit_hist_2d.figure(runs, view)
-    heat, = fig["data"]
-    counts = (np.arange(20.0) * 4).reshape(4, 5)  # gradient-major in the store
-    np.testing.assert_allclose(heat["z"], np.log10(counts.T + 1), rtol=1e-6)
-    np.testing.assert_allclose(heat["x"], [-0.75, -0.25, 0.25, 0.75])
-    np.testing.assert_allclose(heat["y"], [-1.6, -0.8, 0.0, 0.8, 1.6], atol=1e-9)
-    assert heat["meta"]["total"] == pytest.approx(counts.sum())
+def test_2d_histogram_heatmap_is_redrawn_at_each_step(catalog):
+    assert cockpit_hist_2d.GRAPH is False and "last" in cockpit_hist_2d.RERENDER_ON
+    for step in (4, 9):
+        fig, items = _figure(cockpit_hist_2d, catalog, step=step)
+        heat, = fig["data"]
+        counts = (np.arange(20.0) * step).reshape(4, 5)  # gradient-major in the store
+        np.testing.assert_allclose(decode(heat["z"]), np.log10(counts.T + 1), rtol=1e-5)
+        np.testing.assert_allclose(decode(heat["x"]), [-0.75, -0.25, 0.25, 0.75])
+        assert heat["y"] == ["-1.6", "-0.8", "0", "0.8", "1.6"]
+        assert heat["meta"]["step"] == step
+        assert heat["meta"]["total"] == pytest.approx(counts.sum())
+        graph = cockpit_hist_2d.extra(items, View(["c"], step=step))
+        assert graph.figure["data"][0]["meta"]["step"] == step
 
 
-def test_curvature_band_and_trace(run):
-    runs, view = _inputs(run, cockpit_curvature, step=9)
-    fig = cockpit_curvature.figure(runs, view)
-    ev, = _traces(fig, key=CK.HESS_MAX_EV)
-    np.testing.assert_allclose(ev["y"], 10.0 + np.arange(STEPS))
-    band, = _traces(fig, band="residual")
-    hi = (10.0 + np.arange(STEPS)) * 1.05
-    np.testing.assert_allclose(band["y"][:STEPS], hi, rtol=1e-6)
-    trace, = _traces(fig, key=CK.total(CK.HESS_TRACE))
-    np.testing.assert_allclose(trace["y"], [_values(s)[1][CK.HESS_TRACE].sum()
-                                            for s in range(STEPS)], rtol=1e-6)
-    bar, = _traces(fig, type="bar")
-    np.testing.assert_allclose(bar["x"], _values(9)[1][CK.HESS_TRACE], rtol=1e-6)
+def test_curvature_band_and_trace(catalog):
+    fig, _ = _figure(cockpit_curvature, catalog, step=9)
+    ev, = traces(fig, key=CK.HESS_MAX_EV, stat="mean")
+    np.testing.assert_allclose(decode(ev["y"]), 10.0 + np.arange(STEPS))
+    lo, hi = [t for t in fig["data"] if (t.get("meta") or {}).get("band") == "residual"]
+    np.testing.assert_allclose(decode(hi["y"]), (10.0 + np.arange(STEPS)) * 1.05, rtol=1e-4)
+    np.testing.assert_allclose(decode(lo["y"]), (10.0 + np.arange(STEPS)) * 0.95, rtol=1e-4)
+    trace, = traces(fig, key=CK.total(CK.HESS_TRACE), stat="mean")
+    np.testing.assert_allclose(decode(trace["y"]),
+                               [_values(s)[CK.HESS_TRACE].sum() for s in range(STEPS)],
+                               rtol=1e-4)
+    bar, = traces(fig, type="bar")
+    np.testing.assert_allclose(bar["x"], _values(9)[CK.HESS_TRACE], rtol=1e-4)
 
 
-def test_tic_and_noise_panels(run):
-    runs, view = _inputs(run, cockpit_tic)
-    fig = cockpit_tic.figure(runs, view)
+def test_tic_and_noise(catalog):
+    fig, _ = _figure(cockpit_tic, catalog)
     for key, _ in cockpit_tic.TOTALS:
-        line, = _traces(fig, key=key)
-        base = key[: -len("/total")]
-        np.testing.assert_allclose(line["y"], [_values(s)[1][base].sum() for s in range(STEPS)],
-                                   rtol=1e-6)
-    runs, view = _inputs(run, cockpit_noise)
-    fig = cockpit_noise.figure(runs, view)
-    assert len([t for t in fig["data"] if t["type"] == "scatter"]) == 3
-    stop = [s for s in fig["layout"]["shapes"] if s.get("name") == "stop above"]
-    assert stop and stop[0]["y0"] == 0
+        line, = traces(fig, key=key, stat="mean")
+        base_key = key[: -len("/total")]
+        np.testing.assert_allclose(decode(line["y"]),
+                                   [_values(s)[base_key].sum() for s in range(STEPS)],
+                                   rtol=1e-4)
+    fig, _ = _figure(cockpit_noise, catalog)
+    assert len(traces(fig, stat="mean")) == 3
+    zero = [s for s in fig["layout"]["shapes"] if s.get("name") == "reference"]
+    assert zero and zero[0]["y0"] == 0 and zero[0]["yref"] == "y3"
 
 
-def test_compared_runs_overlay(run):
-    a, view = _inputs(run, cockpit_gradient_tests, step=2)
-    b, _ = _inputs(run, cockpit_gradient_tests, step=2)
-    b[0].label, b[0].colour = "other", "#ff7f0e"
-    fig = cockpit_gradient_tests.figure(a + b, view)
-    lines = _traces(fig, key=CK.total(CK.NORM_TEST))
-    assert {t["line"]["color"] for t in lines} == {"#1f77b4", "#ff7f0e"}
+def test_compared_runs_overlay(catalog):
+    view = View(["c", "c"], step=2)
+    a, b = base.load(cockpit_gradient_tests, catalog, view)
+    b.id, b.label, b.colour = "d", "other", "#ff7f0e"
+    fig = cockpit_gradient_tests.figure([a, b], view)
+    lines = traces(fig, key=CK.total(CK.NORM_TEST), stat="mean")
+    assert {t["line"]["color"] for t in lines} == {a.colour, "#ff7f0e"}
+    assert len(traces(fig, type="bar")) == 6  # three tests per run, side by side
