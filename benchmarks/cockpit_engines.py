@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.cockpit_compare import BATCH, CORE_OFF, LR, make_data, make_model  # noqa: E402
+from benchmarks.cockpit_compare import BATCH, LR, make_data, make_model  # noqa: E402
 
 
 def candidates(tmp):
@@ -81,8 +81,9 @@ def candidates(tmp):
     def avionics(names):
         m = make_model()
         opt = torch.optim.SGD(m.parameters(), lr=LR)
-        sched = {n: None for n in CORE_OFF} | {"grad_norm": None, "update": None}
-        sched |= {n: 1 for n in names}
+        from instrument.instruments import SCHEDULABLE
+
+        sched = {n: None for n in SCHEDULABLE} | {n: 1 for n in names}
         mon = instrument.watch(m, opt, run=os.path.join(tmp, "_".join(names)), loss_fn=crit,
                                schedules=sched)
 

@@ -176,7 +176,9 @@ def project(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, d_weight, d
         out = F.linear(a, dw, db)
     else:
         out = module._conv_forward(a, dw, db)
-    return (out.float() * delta).reshape(a.shape[0], -1).sum(1).double()
+    B = a.shape[0]
+    # per-sample dot products as one batched matrix product (no elementwise temporary)
+    return torch.bmm(out.float().reshape(B, 1, -1), delta.reshape(B, -1, 1)).reshape(B).double()
 
 
 class Tuner:

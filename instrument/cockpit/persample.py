@@ -425,15 +425,23 @@ class PerSampleEngine:
         a = c.io[mi]
         if a.dtype != torch.float32:
             a = a.float()
-        delta = grad.float() * c.factor
         d = c.demand
         direction = d.direction or {}
         want = d.stats
         module = layer.module
+        if want <= {K.PROJ} and not d.keep:  # only Alpha's end point: one forward
+            if any(i in direction for i in layer.params):
+                # project the raw output gradient and scale the B results (not the gradient)
+                p = K.project(module, a, grad.float(), direction.get(layer.w),
+                              direction.get(layer.b)) * c.factor.double()
+                c.proj = p if c.proj is None else c.proj + p
+                c.proj_params.update(i for i in layer.params if i in direction)
+            return
+        delta = grad.float() * c.factor
         materialize = want - {K.PROJ} and not (isinstance(module, nn.Linear) and a.dim() == 2)
         if d.keep and not materialize:  # projected later by one forward (or a matmul)
             c.kept[mi] = (a, delta)
-        if want <= {K.PROJ}:  # only Alpha's end point: one forward, no individual gradients
+        if want <= {K.PROJ}:  # Alpha's end and start points, nothing else
             if any(i in direction for i in layer.params):
                 p = K.project(module, a, delta, direction.get(layer.w), direction.get(layer.b))
                 c.proj = p if c.proj is None else c.proj + p
