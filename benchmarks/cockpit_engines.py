@@ -79,17 +79,18 @@ def candidates(tmp):
         grad(loss_all), (params,), (tangents,))
 
     def avionics(names):
-        m = make_model()
-        opt = torch.optim.SGD(m.parameters(), lr=LR)
         from instrument.instruments import SCHEDULABLE
 
+        m = make_model()
+        opt = torch.optim.SGD(m.parameters(), lr=LR)
+        own = nn.CrossEntropyLoss()  # its own criterion: the monitor hooks it
         sched = {n: None for n in SCHEDULABLE} | {n: 1 for n in names}
-        mon = instrument.watch(m, opt, run=os.path.join(tmp, "_".join(names)), loss_fn=crit,
+        mon = instrument.watch(m, opt, run=os.path.join(tmp, "_".join(names)), loss_fn=own,
                                schedules=sched)
 
         def run():
             opt.zero_grad()
-            loss = crit(m(x), y)
+            loss = own(m(x), y)
             loss.backward()
             opt.step()
             mon.log(loss=loss)
