@@ -7,6 +7,7 @@ The store is written with the real StoreWriter (no torch) and read with the real
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -34,11 +35,12 @@ def _values(step):
     return {k: rng.uniform(0.1, 2.0, len(PARAMS)) for k in CK.PER_LAYER}
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    (root / "c").mkdir()
-    writer = StoreWriter(store_path(str(root / "c")), {"name": "c"}, flush_interval=0.05)
+def write_cockpit_run(run_dir: str) -> None:
+    """A finished run with every Cockpit series for ``STEPS`` steps (values from
+    :func:`_values`, histograms growing with the step, alpha one step late)."""
+    os.makedirs(run_dir, exist_ok=True)
+    writer = StoreWriter(store_path(run_dir), {"name": os.path.basename(run_dir)},
+                         flush_interval=0.05)
     for step in range(STEPS):
         per = _values(step)
         data = StepData(step, wall_time=1000.0 + step)
@@ -55,7 +57,13 @@ def catalog(tmp_path_factory):
         if step >= 1:  # alpha of the previous step arrives one step late
             writer.submit(StepData(step - 1, wall_time=999.0 + step, layers={
                 CK.ALPHA: LayerValues([CK.ALPHA_COLUMN], [math.sin(step)])}))
-    writer.close()
+    writer.close(steps=STEPS)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    write_cockpit_run(str(root / "c"))
     return RunCatalog(str(root))
 
 
