@@ -1,6 +1,6 @@
 """Side-by-side overhead of Cockpit's configurations: avionics' presets vs cockpit-for-pytorch.
 
-    python benchmarks/cockpit_compare.py                      # full comparison (~15-30 min)
+    python benchmarks/cockpit_compare.py                      # full comparison (~8 min idle)
     python benchmarks/cockpit_compare.py --rounds 3 --quick   # a short smoke run
     python benchmarks/cockpit_compare.py --no-cockpit         # avionics only
 
