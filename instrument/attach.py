@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from instrument import distributed
+from instrument.cockpit.presets import Preset, resolve as resolve_preset
 from instrument.context import Context
 from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
@@ -33,7 +34,8 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
           name: Optional[str] = None, overwrite: bool = False,
           flush_interval: float = 0.5, per_rank: bool = False,
           dashboard: Union[bool, int] = False,
-          thresholds: Optional[Mapping[str, Any]] = None) -> Monitor:
+          thresholds: Optional[Mapping[str, Any]] = None,
+          preset: Union[str, Preset, None] = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::
@@ -74,6 +76,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         thresholds: overrides of the diagnosis rules' thresholds by name, e.g.
             ``{"dead_fraction": 0.7, "disabled_rules": ["repeated_batch"]}`` (see
             ``instrument.diagnosis.Thresholds`` and docs/rules.md).
+        preset: Cockpit's instruments (docs/cockpit.md): ``"economy"``, ``"business"``,
+            ``"full"`` (its configurations) or an ``instrument.cockpit.Preset`` with options.
+            Each of them can also be enabled alone by naming it in ``schedules``. Most need
+            ``loss_fn``.
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -92,17 +98,22 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
     if not (dashboard is True or dashboard is False or dashboard is None or port):
         raise ValueError(f"dashboard must be True, False or a port number, got {dashboard!r}")
     checked_thresholds = check_thresholds(thresholds)
+    cockpit = resolve_preset(preset, resolved, loss_fn,
+                             {cls.name for cls in REGISTRY if cls.optional})
     ctx = Context.build(model, optimizer, loss_fn)
+    cockpit.install(ctx)
     # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
     # collective); None otherwise, and nothing distributed happens
     session = distributed.join(ctx, lambda: _prepare_run_dir(run, overwrite),
                                per_rank=per_rank, strict=strict)
     run_dir = session.run_dir if session else _prepare_run_dir(run, overwrite)
-    instruments = [cls(ctx) for cls in REGISTRY if cls.applies(ctx)]
+    instruments = [cls(ctx) for cls in REGISTRY
+                   if (not cls.optional or cls.name in cockpit.enabled) and cls.applies(ctx)]
     if session:
         instruments = session.configure(instruments)
-    sched = {i.name: as_schedule(resolved.get(i.name, resolved.get("*", i.default_schedule)),
-                                 f"schedules[{i.name!r}]") for i in instruments}
+    sched = {i.name: i.run_schedule(as_schedule(
+        resolved.get(i.name, resolved.get("*", i.default_schedule)), f"schedules[{i.name!r}]"))
+        for i in instruments}
     sched["scalars"] = as_schedule(1)  # logging is explicit: always on
     meta = {
         "name": name or os.path.basename(os.path.normpath(run_dir)),
@@ -112,6 +123,7 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
         "settings": {"schedules": {k: repr(v) for k, v in sched.items()},
                      "strict": strict, "flush_interval": flush_interval},
         "instruments": [i.name for i in instruments],
+        "cockpit": cockpit.describe(),
         "versions": versions(),
         "host": host_summary(ctx.device),
     }

@@ -32,6 +32,8 @@ class Context:
     param_owner: list = field(default_factory=list)
     opt_params: list = field(default_factory=list)  # indices into params held by the optimizer
     group_of: dict = field(default_factory=dict)  # param index -> optimizer param-group index
+    services: dict = field(default_factory=dict)  # engines shared by several instruments,
+    # created by the first one that needs them (e.g. instrument.cockpit's per-sample engine)
 
     @classmethod
     def build(cls, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],

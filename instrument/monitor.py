@@ -54,7 +54,7 @@ class StepRecord:
                     inst.decode(host, info)
                 except Exception as exc:
                     self.guard.fail(inst, "decode", exc, self.step)
-        return [host.data], host.events
+        return [host.data, *host.late], host.events
 
 
 class Monitor:

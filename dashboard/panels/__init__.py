@@ -1,9 +1,17 @@
 """The dashboard's panels, one module each, in page order (see :mod:`dashboard.panels.base`)."""
 
-from dashboard.panels import (activations, events, grad_norm, header, learning_rate, ranks,
-                              scalars, update_ratio)
+from dashboard.panels import (activations, cockpit_alpha, cockpit_curvature, cockpit_distance,
+                              cockpit_gradient_tests, cockpit_hist_1d, cockpit_hist_2d,
+                              cockpit_noise, cockpit_tic, events, grad_norm, header,
+                              learning_rate, ranks, scalars, update_ratio)
 
-PANELS = (header, scalars, events, grad_norm, update_ratio, learning_rate, activations, ranks)
+COCKPIT = (cockpit_alpha, cockpit_distance, cockpit_gradient_tests, cockpit_hist_1d,
+           cockpit_hist_2d, cockpit_curvature, cockpit_tic, cockpit_noise)
+"""Cockpit's instruments (docs/cockpit.md), grouped as Cockpit does: step size, gradients,
+curvature, then its secondary screen."""
+
+PANELS = (header, scalars, events, grad_norm, update_ratio, learning_rate, activations,
+          ranks) + COCKPIT
 """Every panel, top to bottom."""
 
 BY_NAME = {panel.NAME: panel for panel in PANELS}

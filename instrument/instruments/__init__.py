@@ -20,11 +20,14 @@ from instrument.instruments.update import Update
 from instrument.instruments.weight_norm import WeightNorm
 from instrument.instruments.zero_grad import ZeroGrad
 
+from instrument.cockpit.instruments import COCKPIT_INSTRUMENTS  # noqa: E402  (optional ones)
+
 REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
             NonFinite,
             # facts for the diagnosis rules (issue 4)
-            ZeroGrad, TrainMode, ForwardOrder, Inputs, Criterion, Logits)
-"""Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names."""
+            ZeroGrad, TrainMode, ForwardOrder, Inputs, Criterion, Logits) + COCKPIT_INSTRUMENTS
+"""Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names.
+Optional ones (``Instrument.optional``) exist only when a preset or a schedule names them."""
 
 SCHEDULABLE = tuple(cls.name for cls in REGISTRY if cls is not UserScalars)
 

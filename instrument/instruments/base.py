@@ -29,6 +29,7 @@ from instrument.store.records import Event, StepData
 if TYPE_CHECKING:
     from instrument.buffer import StatBuffer
     from instrument.context import Context
+    from instrument.schedules import Schedule
 
 
 @dataclass
@@ -41,6 +42,8 @@ class HostStep:
     data: StepData
     events: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # host facts one decoder leaves for later ones
+    late: list = field(default_factory=list)  # StepData of EARLIER steps that a two-step
+    # instrument completes now (e.g. alpha of step t, known at t + 1); stored under their step
 
     def section(self, name: str) -> np.ndarray:
         """A section of the host copy, in its shape."""
@@ -52,6 +55,9 @@ class Instrument:
 
     name: ClassVar[str] = ""
     default_schedule: ClassVar[ScheduleSpec] = 1
+    optional: ClassVar[bool] = False
+    """Optional instruments (the Cockpit ones) exist only when ``watch(preset=...)`` or
+    ``watch(schedules={name: ...})`` asks for them."""
 
     def __init__(self, ctx: "Context"):
         self.ctx = ctx
@@ -64,6 +70,11 @@ class Instrument:
 
     def setup(self, buffer: "StatBuffer") -> None:
         """Reserve buffer sections (called once by the monitor, before the first step)."""
+
+    def run_schedule(self, schedule: "Schedule") -> "Schedule":
+        """The steps the monitor runs this instrument on, given the user's ``schedule``.
+        Two-step instruments extend it (e.g. also the step after each scheduled step)."""
+        return schedule
 
     # ---- device half (training thread) --------------------------------------------------
     def begin_step(self, step: int) -> None:

@@ -111,6 +111,10 @@ NONFINITE = "nonfinite"
 INSTRUMENT_ERROR = "instrument_error"
 DISTRIBUTED = "distributed"
 """torch.distributed facts: notes on what is (not) combined, ranks out of step."""
+COCKPIT_UNSUPPORTED = "cockpit_unsupported"
+"""A Cockpit quantity cannot be computed for a layer (or at all); the note says why."""
+COCKPIT_NOT_CONVERGED = "cockpit_not_converged"
+"""The Hessian max-eigenvalue iteration stopped above its residual tolerance."""
 
 
 class Keys:
@@ -179,4 +183,89 @@ class Keys:
         totals = (cls.GRAD_NORM_TOTAL, cls.WEIGHT_NORM_TOTAL, cls.UPDATE_NORM_TOTAL,
                   cls.UPDATE_RATIO_TOTAL)
         return (key in totals or (head in cls.PER_GROUP and key != head)
-                or key.startswith(cls.RANK_PREFIX))
+                or key.startswith(cls.RANK_PREFIX) or key.startswith(CockpitKeys.PREFIX))
+
+
+class CockpitKeys:
+    """Series of the Cockpit instruments (``instrument/cockpit``), all under ``cockpit/``.
+
+    Per-parameter layer series use the bare key (layer = parameter name) and their global value
+    is the scalar ``<key>/total``. Cockpit's GradNorm and UpdateSize are the core series
+    ``Keys.GRAD_NORM`` and ``Keys.UPDATE_NORM``; its Loss is the user's ``loss`` scalar.
+    Histograms are layer-like series whose "layers" are bins (see :class:`HistogramBins`).
+    """
+
+    PREFIX = "cockpit/"
+    ALPHA = "cockpit/alpha"
+    """Alpha, stored under the step where the update started. It is only known one step later,
+    when that step's scalar row is already written, so it is a one-column layer-like series
+    (column :attr:`ALPHA_COLUMN`) whose rows arrive one step late."""
+    ALPHA_COLUMN = "alpha"
+    DISTANCE = "cockpit/distance"
+    NORM_TEST = "cockpit/norm_test"
+    INNER_TEST = "cockpit/inner_test"
+    ORTHO_TEST = "cockpit/ortho_test"
+    HESS_TRACE = "cockpit/hess_trace"
+    TIC_DIAG = "cockpit/tic_diag"
+    TIC_TRACE = "cockpit/tic_trace"
+    MEAN_GSNR = "cockpit/mean_gsnr"
+    CABS = "cockpit/cabs"
+    EARLY_STOPPING = "cockpit/early_stopping"
+    HESS_MAX_EV = "cockpit/hess_max_ev"  # scalar
+    HESS_MAX_EV_RESIDUAL = "cockpit/hess_max_ev/residual"  # scalar: ||Hv - lv|| / |l|
+    HESS_MAX_EV_ITERATIONS = "cockpit/hess_max_ev/iterations"  # scalar: HVPs used
+    GRAD_HIST_1D = "cockpit/grad_hist_1d"  # all parameters; layers = 1-D bins
+    GRAD_HIST_2D = "cockpit/grad_hist_2d"  # layers = 2-D bins (gradient x parameter value)
+
+    PER_LAYER = (DISTANCE, NORM_TEST, INNER_TEST, ORTHO_TEST, HESS_TRACE, TIC_DIAG, TIC_TRACE,
+                 MEAN_GSNR, CABS, EARLY_STOPPING)
+
+    @staticmethod
+    def total(key: str) -> str:
+        """The scalar holding the global value of per-layer series ``key``."""
+        return f"{key}/total"
+
+    @staticmethod
+    def hist_1d_of(param: str) -> str:
+        """The 1-D histogram series of one parameter's individual gradients."""
+        return f"{CockpitKeys.GRAD_HIST_1D}/{param}"
+
+
+class HistogramBins:
+    """Bin labels of histogram series: uniform bins, labelled by their left edges.
+
+    A 1-D bin is labelled ``"<left edge>"``; a 2-D bin ``"<x left edge>|<y left edge>"`` in
+    x-major order (x = individual gradient element, y = parameter value). Values outside the
+    range are counted in the first or last bin, as Cockpit does.
+    """
+
+    SEP = "|"
+
+    @staticmethod
+    def edges(lo: float, hi: float, bins: int) -> list:
+        """The ``bins + 1`` bin edges of ``[lo, hi]``."""
+        return [lo + (hi - lo) * j / bins for j in range(bins + 1)]
+
+    @classmethod
+    def labels_1d(cls, lo: float, hi: float, bins: int) -> list:
+        return [f"{e:.6g}" for e in cls.edges(lo, hi, bins)[:-1]]
+
+    @classmethod
+    def labels_2d(cls, x: tuple, y: tuple) -> list:
+        """Labels for ``x = (lo, hi, bins)`` by ``y = (lo, hi, bins)``, x-major."""
+        return [f"{a}{cls.SEP}{b}" for a in cls.labels_1d(*x) for b in cls.labels_1d(*y)]
+
+    @classmethod
+    def parse_1d(cls, labels) -> list:
+        """Left edges from 1-D labels (floats)."""
+        return [float(s) for s in labels]
+
+    @classmethod
+    def parse_2d(cls, labels) -> tuple:
+        """``(x_left_edges, y_left_edges)`` (sorted unique floats) from 2-D labels."""
+        xs, ys = set(), set()
+        for s in labels:
+            a, b = s.split(cls.SEP)
+            xs.add(float(a))
+            ys.add(float(b))
+        return sorted(xs), sorted(ys)

@@ -10,7 +10,7 @@ from dash.testing.wait import until
 from selenium.webdriver.common.keys import Keys
 
 from dashboard import create_app
-from dashboard.panels import PANELS
+from dashboard.panels import COCKPIT, PANELS
 from instrument.store.reader import load
 from tests.dashboard import browser, stores
 
@@ -57,7 +57,8 @@ def test_replay001_slider_play_and_event_rows(dash_duo, tmp_path):
     stores.write_run(str(tmp_path / "r"), steps=STEPS,
                      events=[stores.nonfinite_event(33, "2")])
     drawn, empty = panels_with_data(str(tmp_path / "r"))
-    assert empty == ["ranks"]  # a single-process run: no per-rank series
+    # a single-process run has no per-rank series, and this run no Cockpit series
+    assert empty == ["ranks"] + [p.NAME for p in COCKPIT if getattr(p, "GRAPH", True)]
     dash_duo.start_server(create_app(str(tmp_path)))
     dash_duo.wait_for_page(f"{dash_duo.server_url}/?run=r&step=10")
     until(lambda: _followed(dash_duo, 10, drawn), timeout=30,

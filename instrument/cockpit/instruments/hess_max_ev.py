@@ -1,0 +1,61 @@
+"""HessMaxEV: the largest eigenvalue of the mini-batch loss's Hessian, by Lanczos on
+Hessian-vector products (double backward through the replayed step), warm-started from the
+previous tracked step's top Ritz vector. The convergence report is stored with it:
+``cockpit/hess_max_ev/residual`` (``||Hv - lv|| / |l|``) and ``.../iterations``; a
+``cockpit_not_converged`` event marks steps where the residual exceeds the tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from instrument.cockpit import constants as C
+from instrument.cockpit.instruments.base import ProbeInstrument
+from instrument.cockpit.lanczos import ritz
+from instrument.store import schema
+from instrument.store.schema import CockpitKeys
+
+
+class HessMaxEV(ProbeInstrument):
+    name = "hess_max_ev"
+    PROBE = ("hvp",)
+    COLUMNS = ()
+
+    def setup(self, buffer):
+        self.k = 2 * self.options.lanczos_iterations  # room for a cold start's iterations
+        self.sec = buffer.add("cockpit_hess_max_ev", (2, self.k), reduce="replicated")
+        self.probe.setup()
+        self._failing = False
+
+    def pre_step(self):
+        cap = self.capture()
+        if cap is None:
+            return
+        self._B = cap.B
+        r = self.probe.result(self._step)
+        if r is not None and r.alphas is not None:
+            n = r.alphas.shape[0]
+            self.sec.view[0, :n].copy_(r.alphas)
+            self.sec.view[1, :n].copy_(r.betas)
+
+    def decode(self, step, info):
+        self.decode_notes(step, info)
+        ab = step.section("cockpit_hess_max_ev")
+        n = int(np.sum(~np.isnan(ab[0])))
+        if n == 0:
+            return
+        theta, residual = ritz(ab[0, :n], ab[1, :n])
+        rel = residual / abs(theta) if theta != 0 else float("inf")
+        s = step.data.scalars
+        s[CockpitKeys.HESS_MAX_EV] = theta
+        s[CockpitKeys.HESS_MAX_EV_RESIDUAL] = rel
+        s[CockpitKeys.HESS_MAX_EV_ITERATIONS] = float(n)
+        failing = not rel <= C.HESS_MAX_EV_TOLERANCE
+        if failing and not self._failing:
+            step.events.append(self.event(
+                schema.COCKPIT_NOT_CONVERGED, schema.INFO,
+                f"The Hessian's largest eigenvalue ({theta:.4g}) did not converge in {n} "
+                f"Hessian-vector products at step {step.step}: relative residual {rel:.2g} > "
+                f"{C.HESS_MAX_EV_TOLERANCE}. Later steps start from this estimate and usually "
+                "converge; if this repeats, pass preset=Preset(..., lanczos_iterations=...).",
+                step.step, None, residual=rel, iterations=n))
+        self._failing = failing
