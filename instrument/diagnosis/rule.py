@@ -14,6 +14,8 @@ holds.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -63,6 +65,16 @@ class Rule:
         if self.severity not in schema.SEVERITIES:
             raise ValueError(f"rule {self.code}: severity must be one of {schema.SEVERITIES}")
 
+    def __reduce_ex__(self, protocol):
+        # A rule defined as its module's RULE pickles as a reference to that module, so the
+        # diagnosis engine can cross into the store worker process (``windows`` is usually a
+        # lambda, which pickle cannot carry by value).
+        module = getattr(self.check, "__module__", None)
+        if module and module != "__main__" and getattr(sys.modules.get(module), "RULE",
+                                                       None) is self:
+            return _rule_of_module, (module,)
+        return super().__reduce_ex__(protocol)
+
     def silent_reason(self, facts) -> Optional[str]:
         """Why this rule cannot fire on a run with these facts, or None if it can."""
         missing = [n for n in self.needs if not facts.has(n)]
@@ -78,3 +90,8 @@ class Rule:
             return (f"needs a classification criterion (CrossEntropyLoss or NLLLoss); the "
                     f"criterion is {facts.criterion.get('class')}")
         return None
+
+
+def _rule_of_module(module: str) -> Rule:
+    """The ``RULE`` of a rule module (unpickling a :class:`Rule`)."""
+    return importlib.import_module(module).RULE

@@ -251,10 +251,11 @@ class _ForwardLogs(logging.Handler):
 
     def __init__(self, out, lock):
         super().__init__()
-        self.out, self.lock = out, lock
+        # not ``self.lock``: that is the Handler's own lock, which handle() holds around emit()
+        self.out, self.frame_lock = out, lock
 
     def emit(self, record):
-        with self.lock:
+        with self.frame_lock:
             send(self.out, ("log", record.name, record.levelno, record.getMessage()))
 
 
@@ -283,7 +284,10 @@ def main() -> None:
     root.addHandler(_ForwardLogs(out, lock))
     root.setLevel(logging.INFO)
     root.propagate = False
-    _, path, observers, strict = receive(inp)
+    first = receive(inp)
+    if first is None:  # the parent could not send the set-up (it fell back to a thread)
+        return
+    _, path, observers, strict = first
     worker, names, failed = None, {}, False
     try:
         worker = StoreWorker(path, observers, strict)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -210,6 +211,8 @@ def _open_sink(mode: str, path: str, observers: list, strict: bool, writer: Stor
         try:
             return _ProcessSink(path, observers, strict, writer)
         except Exception as exc:  # fall back, never fail training over where we write
+            if strict:
+                raise
             log.warning("avionics: could not start the store worker process (%s: %s); "
                         "writing from a thread of this process instead", type(exc).__name__,
                         exc)
@@ -255,6 +258,8 @@ class _ProcessSink:
 
     def __init__(self, path, observers, strict, writer):
         self.writer = writer
+        init = ("init", path, observers, strict)
+        pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)  # fail here, before a child starts
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)  # the child imports this very copy of the package
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -266,7 +271,7 @@ class _ProcessSink:
         self._acks: dict = {}
         self._ack_lock = threading.Lock()
         self._closed = threading.Event()
-        send(self.proc.stdin, ("init", path, observers, strict))
+        send(self.proc.stdin, init)
         self._reader = threading.Thread(target=self._read, name="avionics-writer-replies",
                                         daemon=True)
         self._reader.start()

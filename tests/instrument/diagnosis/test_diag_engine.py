@@ -216,3 +216,11 @@ def test_layer_windows_are_as_short_as_the_rules_need():
     assert kept == {Keys.UPDATE_RATIO: th.lr_low_window, Keys.GRAD_NORM: th.frozen_window,
                     Keys.WEIGHT_NORM: th.frozen_window, Keys.ACT_STD: th.act_records}
     assert eng.history._scalars["grad_norm/total"].maxlen == th.history
+
+
+def test_every_rule_pickles_as_a_reference_to_its_module():
+    import pickle
+
+    from instrument.diagnosis.rules import RULES
+    for rule in RULES:
+        assert pickle.loads(pickle.dumps(rule)) is rule

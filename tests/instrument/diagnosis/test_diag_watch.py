@@ -57,3 +57,18 @@ def test_without_loss_fn_the_criterion_rules_are_silent_and_say_so(run_dir):
     facts = run.meta["diagnosis"]["facts"]
     assert [p["name"] for p in facts["params"]][:2] == ["0.weight", "0.bias"]
     assert facts["criterion"] is None and facts["modules"][1]["kind"] == "relu"
+
+
+def test_the_rules_run_in_the_store_worker_process(run_dir, caplog, monkeypatch):
+    # the engine crosses into the child process by pickle; a rule that does not pickle would
+    # silently keep the writes and rules on the training process (as an earlier version did)
+    monkeypatch.delenv("AVIONICS_STORE_WORKER", raising=False)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with caplog.at_level("WARNING", logger="avionics"):
+        mon = instrument.watch(model, opt, run=run_dir, strict=False)
+        assert mon.writer.mode == "process"
+        train(model, opt, batches(4), mon)
+        mon.close()
+    assert not [r for r in caplog.records if "store worker" in r.getMessage()]
+    assert instrument.load(mon.run_dir).meta["status"] == "finished"

@@ -326,3 +326,27 @@ def test_reader_does_not_import_torch():
             "from instrument.store import load\n"
             "assert 'torch' not in sys.modules\n") % os.getcwd()
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _LoggingObserver:
+    """An observer that logs on every step (as the diagnosis engine does when a rule fires)."""
+
+    def __call__(self, step_data):
+        import logging
+        logging.getLogger("avionics.test").warning("observed step %d", step_data.step)
+        return []
+
+
+def test_log_lines_of_the_worker_process_reach_the_training_process(run_dir, caplog):
+    os.makedirs(run_dir, exist_ok=True)
+    with caplog.at_level("WARNING", logger="avionics"):
+        w = StoreWriter(store_path(run_dir), {"name": "t"}, flush_interval=0.01, strict=True,
+                        observers=[_LoggingObserver()], mode="process")
+        assert w.mode == "process"
+        for s in range(3):
+            w.submit(StepData(s, scalars={"loss": 1.0}))
+        w.flush(timeout=20)
+        w.close()
+    got = [r.getMessage() for r in caplog.records if r.name == "avionics.test"]
+    assert got == [f"observed step {s}" for s in range(3)]
+    assert load(run_dir).last_step() == 2
