@@ -10,7 +10,7 @@ Attributes that need torch (``watch``, ``Monitor``) are imported on first use (P
 ``import instrument.store`` and the dashboard stay torch-free.
 """
 
-from instrument.schedules import Schedule, every, log_spaced, never
+from instrument.schedules import Schedule, dense_then_every, every, log_spaced, never
 
 __version__ = "0.1.0"
 
@@ -22,7 +22,7 @@ _LAZY = {
     "Keys": ("instrument.store.schema", "Keys"),
 }
 
-__all__ = ["Schedule", "every", "log_spaced", "never", *_LAZY]
+__all__ = ["Schedule", "dense_then_every", "every", "log_spaced", "never", *_LAZY]
 
 
 def __getattr__(name):

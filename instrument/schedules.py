@@ -51,6 +51,16 @@ def log_spaced(per_decade: int = 10, dense_until: int = 100) -> Schedule:
     return Schedule(fn, f"log_spaced(per_decade={per_decade}, dense_until={dense_until})")
 
 
+def dense_then_every(first: int, n: int) -> Schedule:
+    """Every step below ``first``, then every ``n`` steps (early problems show at once, the
+    rest of the run costs a tenth for ``n=10``)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or first < 0:
+        raise ValueError(f"dense_then_every needs first >= 0 and an integer n >= 1, got "
+                         f"{first!r}, {n!r}")
+    return Schedule(lambda s: s < first or s % n == 0,
+                    f"dense_then_every(first={first}, n={n})")
+
+
 def never() -> Schedule:
     """Never run (the instrument is off)."""
     return Schedule(lambda s: False, "never()")

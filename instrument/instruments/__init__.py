@@ -11,6 +11,7 @@ from instrument.instruments.criterion import Criterion
 from instrument.instruments.forward_order import ForwardOrder
 from instrument.instruments.grad_norm import GradNorm
 from instrument.instruments.hyperparams import Hyperparams
+from instrument.instruments.input_stats import InputStats
 from instrument.instruments.inputs import Inputs
 from instrument.instruments.logits import Logits
 from instrument.instruments.nonfinite import NonFinite
@@ -25,12 +26,12 @@ from instrument.cockpit.instruments import COCKPIT_INSTRUMENTS  # noqa: E402  (o
 REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
             NonFinite,
             # facts for the diagnosis rules (issue 4)
-            ZeroGrad, TrainMode, ForwardOrder, Inputs, Criterion, Logits) + COCKPIT_INSTRUMENTS
+            ZeroGrad, TrainMode, ForwardOrder, Inputs, InputStats, Criterion, Logits) + COCKPIT_INSTRUMENTS
 """Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names.
 Optional ones (``Instrument.optional``) exist only when a preset or a schedule names them."""
 
 SCHEDULABLE = tuple(cls.name for cls in REGISTRY if cls is not UserScalars)
 
 __all__ = ["Activations", "AdaptiveLR", "Criterion", "ForwardOrder", "GradNorm", "HostStep",
-           "Hyperparams", "Inputs", "Instrument", "Logits", "NonFinite", "REGISTRY", "SCHEDULABLE",
+           "Hyperparams", "InputStats", "Inputs", "Instrument", "Logits", "NonFinite", "REGISTRY", "SCHEDULABLE",
            "TrainMode", "Update", "UserScalars", "WeightNorm", "ZeroGrad"]

@@ -23,14 +23,14 @@ from torch import nn
 from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.criterion import criterion_args
-from instrument.schedules import Schedule
+from instrument.schedules import dense_then_every
 
 SUM_DEV, LSE_DEV, XMAX = range(3)
 
 
 class Logits(Instrument):
     name = "logits"
-    default_schedule = Schedule(lambda s: s < 20 or s % 10 == 0, "first 20 steps, then every(10)")
+    default_schedule = dense_then_every(20, 10)
 
     @classmethod
     def applies(cls, ctx):

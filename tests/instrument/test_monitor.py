@@ -135,6 +135,10 @@ def test_log_spaced_and_every_semantics():
     assert [k for k in range(10) if instrument.every(4, offset=2)(k)] == [2, 6]
     with pytest.raises(ValueError):
         instrument.every(0)
+    d = instrument.dense_then_every(5, 10)
+    assert [k for k in range(45) if d(k)] == [0, 1, 2, 3, 4, 10, 20, 30, 40]
+    with pytest.raises(ValueError, match="dense_then_every"):
+        instrument.dense_then_every(5, 0)
 
 
 def test_context_manager_marks_crash_on_exception(run_dir):

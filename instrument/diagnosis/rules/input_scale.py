@@ -1,6 +1,6 @@
 """input_scale: model inputs are far from standardized.
 
-Reads the ``inputs`` instrument's mean, std and extremes of the model's first (floating-point)
+Reads the ``input_stats`` instrument's mean, std and extremes of the model's first (floating-point)
 input. Reported when, in all of the last ``input_records`` records, the std is above
 ``input_std_high`` (e.g. pixels in 0..255), or the mean is more than ``input_mean_ratio`` stds
 away from 0 (and above ``input_mean_min``), or every value is tinier than ``input_absmax_low``
@@ -51,5 +51,5 @@ RULE = Rule(
     summary="model inputs are far from standardized (e.g. pixels in 0..255, a large mean)",
     suggestion=("Standardize the inputs with statistics of the training set: x = (x - mean) / "
                 "std per feature or channel (for images, e.g. ToTensor() then Normalize())."),
-    check=check, needs=("inputs",),
+    check=check, needs=("input_stats",),
     keys=(DKeys.INPUT_MEAN, DKeys.INPUT_STD, DKeys.INPUT_MIN, DKeys.INPUT_MAX))

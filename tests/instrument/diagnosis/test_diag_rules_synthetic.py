@@ -20,7 +20,8 @@ TH = Thresholds()
 def first_step(rule_module, series: dict, facts=None, thresholds=TH):
     """Feed ``series`` (key -> list of values, None = not recorded) to one rule; the step of
     its first finding, or None."""
-    facts = facts or RunFacts(instruments=["grad_norm", "inputs", "criterion", "logits"],
+    facts = facts or RunFacts(instruments=["grad_norm", "inputs", "input_stats", "criterion",
+                                           "logits"],
                               criterion={"class": "CrossEntropyLoss", "kind": "cross_entropy"})
     eng = Engine(facts, thresholds, rules=[rule_module.RULE], console=False, strict=True)
     n = max(len(v) for v in series.values())

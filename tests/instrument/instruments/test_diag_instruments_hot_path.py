@@ -11,7 +11,8 @@ import instrument
 from tests.helpers import batches
 from tests.instrument.test_host_sync import CountOps
 
-DIAG = ("zero_grad", "train_mode", "forward_order", "inputs", "criterion", "logits")
+DIAG = ("zero_grad", "train_mode", "forward_order", "inputs", "input_stats", "criterion",
+        "logits")
 
 
 def model_with_everything():

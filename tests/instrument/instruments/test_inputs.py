@@ -1,4 +1,4 @@
-"""The inputs instrument: input statistics against torch, and a fingerprint that tells batches
+"""The inputs and input_stats instruments: input statistics against torch, and a fingerprint that tells batches
 apart without copying them to the host."""
 
 import math
@@ -10,7 +10,7 @@ import instrument
 from instrument.diagnosis.keys import DKeys
 from tests.helpers import mlp, scalar_frame
 
-ONLY = {"*": None, "inputs": 1}
+ONLY = {"*": None, "inputs": 1, "input_stats": 1}
 
 
 def run(run_dir, model, opt, feeds, accumulate=1):
@@ -83,3 +83,22 @@ def test_fingerprint_adds_up_over_micro_batches(run_dir):
                  [a[:8], a[8:]], accumulate=2)
     for key in (DKeys.INPUT_FP0, DKeys.INPUT_FP1, DKeys.INPUT_BATCH, DKeys.INPUT_MEAN):
         assert math.isclose(whole[key][0], halves[key][0], rel_tol=1e-5), key
+
+
+def test_default_schedules_fingerprint_every_step_and_scale_densely_then_every_10th(run_dir):
+    g = torch.Generator().manual_seed(4)
+    feeds = [torch.randn(8, 8, generator=g) for _ in range(25)]
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True)
+    for x in feeds:
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    mon.close()
+    r = instrument.load(mon.run_dir)
+    assert sorted(scalar_frame(r, DKeys.INPUT_FP0)) == list(range(25))
+    stats = scalar_frame(r, DKeys.INPUT_MEAN)
+    assert sorted(stats) == list(range(10)) + [10, 20]
+    for step, value in stats.items():
+        assert math.isclose(value, feeds[step].double().mean().item(), rel_tol=1e-5, abs_tol=1e-7)
