@@ -35,6 +35,17 @@ class IndexCache:
         return t
 
 
+def sum_and_sumsq(x: torch.Tensor):
+    """``(sum(x), sum(x**2))`` as float32 scalars on x's device. A float32 sum and dot are
+    several times cheaper than float64 reductions on CPU, and precise enough for statistics that
+    are then accumulated in a float64 buffer."""
+    if x.dtype == torch.float32 and x.is_contiguous():
+        flat = x.view(-1)
+        return flat.sum(), torch.dot(flat, flat)
+    return (torch.sum(x, dtype=torch.float32),
+            torch.linalg.vector_norm(x, dtype=torch.float32).square())
+
+
 def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
     """Per-tensor vector norms (float32 or wider), one fused launch for dense tensors.
 

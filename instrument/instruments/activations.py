@@ -23,6 +23,7 @@ from instrument.instruments.base import HostStep, Instrument
 from instrument.modules import primary_tensor, saturation_range, unit_dim
 from instrument.store.records import LayerValues
 from instrument.store.schema import Keys
+from instrument.tensorops import sum_and_sumsq
 
 SATURATION_MARGIN = 0.03
 """Saturated: within 3 % of the half-range of either limit (tanh: |y| > 0.97; sigmoid: y < 0.015
@@ -41,12 +42,7 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
 
 def call_stats(x: torch.Tensor, rng) -> torch.Tensor:
     """``[sum, sumsq, nonzero, saturated, nonfinite]`` of ``x`` as float32 on x's device."""
-    if x.dtype == torch.float32 and x.is_contiguous():
-        flat = x.view(-1)
-        total, sumsq = flat.sum(), torch.dot(flat, flat)
-    else:
-        total = torch.sum(x, dtype=torch.float32)
-        sumsq = torch.linalg.vector_norm(x, dtype=torch.float32).square()
+    total, sumsq = sum_and_sumsq(x)
     nonzero = _count(x.bool())
     diff = x - x  # 0 where finite, NaN where NaN or +-Inf
     nonfinite = torch.nan_to_num_(diff, nan=1.0).sum(dtype=torch.float32)

@@ -18,6 +18,7 @@ from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.inputs import first_tensor
 from instrument.schedules import dense_then_every
+from instrument.tensorops import sum_and_sumsq
 
 COUNT, SUM, SUMSQ = range(3)
 
@@ -42,15 +43,7 @@ class InputStats(Instrument):
         self._seen = True
         row = self.sums.view
         row[COUNT].add_(x.numel())
-        # float32 sum and dot: several times cheaper than float64 reductions on CPU, and
-        # precise enough for a scale check (calls are accumulated in the float64 buffer)
-        if x.dtype == torch.float32 and x.is_contiguous():
-            flat = x.view(-1)
-            total, sumsq = flat.sum(), torch.dot(flat, flat)
-        else:
-            total = torch.sum(x, dtype=torch.float32)
-            sumsq = torch.linalg.vector_norm(x, dtype=torch.float32).square()
-        row[SUM:].add_(torch.stack([total, sumsq]).to(row))
+        row[SUM:].add_(torch.stack(sum_and_sumsq(x)).to(row))
         lo, hi = torch.aminmax(x)
         torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
         torch.maximum(self.max.view, hi.to(self.max.view), out=self.max.view)
