@@ -10,7 +10,8 @@ Attributes that need torch (``watch``, ``Monitor``) are imported on first use (P
 ``import instrument.store`` and the dashboard stay torch-free.
 """
 
-from instrument.schedules import Schedule, dense_then_every, every, log_spaced, never
+from instrument.schedules import (Schedule, dense_then_every, dense_then_pairs, every, log_spaced,
+                                  never)
 
 __version__ = "0.1.0"
 
@@ -22,7 +23,8 @@ _LAZY = {
     "Keys": ("instrument.store.schema", "Keys"),
 }
 
-__all__ = ["Schedule", "dense_then_every", "every", "log_spaced", "never", *_LAZY]
+__all__ = ["Schedule", "dense_then_every", "dense_then_pairs", "every", "log_spaced", "never",
+           *_LAZY]
 
 
 def __getattr__(name):

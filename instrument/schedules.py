@@ -61,6 +61,17 @@ def dense_then_every(first: int, n: int) -> Schedule:
                     f"dense_then_every(first={first}, n={n})")
 
 
+def dense_then_pairs(first: int, n: int) -> Schedule:
+    """Every step below ``first``, then two consecutive steps every ``n`` (``k*n`` and
+    ``k*n + 1``). For step-to-step comparisons (is this batch the previous one?) at a fraction
+    ``2/n`` of the cost: a pair of neighbours is seen at every interval, and a data order that
+    repeats with period ``n`` cannot make sparse samples look alike."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2 or first < 0:
+        raise ValueError(f"dense_then_pairs needs first >= 0 and an integer n >= 2, got "
+                         f"{first!r}, {n!r}")
+    return Schedule(lambda s: s < first or s % n < 2, f"dense_then_pairs(first={first}, n={n})")
+
+
 def never() -> Schedule:
     """Never run (the instrument is off)."""
     return Schedule(lambda s: False, "never()")

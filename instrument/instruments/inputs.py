@@ -1,4 +1,4 @@
-"""A fingerprint of the model's input batch, computed on the device, every step.
+"""A fingerprint of the model's input batch, computed on the device.
 
 The first tensor argument of each grad-enabled call of the model is summarized as the number of
 samples (first dimension, from the shape: no sync) and a two-number *fingerprint*: each sample is
@@ -6,7 +6,13 @@ projected onto a fixed pseudo-random vector, and the projections and their squar
 The same batch gives identical fingerprints (the same samples in another order too); different
 batches differ with overwhelming probability. Nothing is copied to the host but the two sums.
 It works for any input, token ids included. (The input's scale, mean/std/min/max, is the
-``input_stats`` instrument, on a sparser schedule: it costs passes over the batch.)
+``input_stats`` instrument.)
+
+The projection reads the whole batch once, a pass from memory that costs as much as the gradient
+norms on an MLP's CPU step, so by default it runs at every step for the first 20 steps, then at
+two neighbouring steps in every ten (:func:`~instrument.schedules.dense_then_pairs`): the
+``repeated_batch`` rule compares consecutive records, and neighbours cannot be fooled by a data
+order that cycles with the sampling period.
 
 Everything is a sum over samples, so several calls in one step (gradient accumulation) and
 data-parallel ranks combine exactly: the step's values describe all the samples of the step, as
@@ -19,6 +25,7 @@ import torch
 
 from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
+from instrument.schedules import dense_then_pairs
 
 FP0, FP1, SAMPLES = range(3)
 
@@ -46,7 +53,7 @@ def first_tensor(args: tuple, kwargs: dict):
 
 class Inputs(Instrument):
     name = "inputs"
-    default_schedule = 1
+    default_schedule = dense_then_pairs(20, 10)
 
     def setup(self, buffer):
         self.sums = buffer.add("input_sums", 3, fill=0.0, reduce="sum")

@@ -139,6 +139,10 @@ def test_log_spaced_and_every_semantics():
     assert [k for k in range(45) if d(k)] == [0, 1, 2, 3, 4, 10, 20, 30, 40]
     with pytest.raises(ValueError, match="dense_then_every"):
         instrument.dense_then_every(5, 0)
+    p = instrument.dense_then_pairs(3, 10)
+    assert [k for k in range(45) if p(k)] == [0, 1, 2, 10, 11, 20, 21, 30, 31, 40, 41]
+    with pytest.raises(ValueError, match="dense_then_pairs"):
+        instrument.dense_then_pairs(3, 1)
 
 
 def test_context_manager_marks_crash_on_exception(run_dir):

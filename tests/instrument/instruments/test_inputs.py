@@ -85,9 +85,9 @@ def test_fingerprint_adds_up_over_micro_batches(run_dir):
         assert math.isclose(whole[key][0], halves[key][0], rel_tol=1e-5), key
 
 
-def test_default_schedules_fingerprint_every_step_and_scale_densely_then_every_10th(run_dir):
+def test_default_schedules_fingerprint_in_pairs_and_scale_densely_then_every_10th(run_dir):
     g = torch.Generator().manual_seed(4)
-    feeds = [torch.randn(8, 8, generator=g) for _ in range(25)]
+    feeds = [torch.randn(8, 8, generator=g) for _ in range(35)]
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     mon = instrument.watch(model, opt, run=run_dir, strict=True)
@@ -97,8 +97,9 @@ def test_default_schedules_fingerprint_every_step_and_scale_densely_then_every_1
         opt.step()
     mon.close()
     r = instrument.load(mon.run_dir)
-    assert sorted(scalar_frame(r, DKeys.INPUT_FP0)) == list(range(25))
+    # every step for 20 steps, then two neighbouring steps in every ten
+    assert sorted(scalar_frame(r, DKeys.INPUT_FP0)) == list(range(22)) + [30, 31]
     stats = scalar_frame(r, DKeys.INPUT_MEAN)
-    assert sorted(stats) == list(range(10)) + [10, 20]
+    assert sorted(stats) == list(range(10)) + [10, 20, 30]
     for step, value in stats.items():
         assert math.isclose(value, feeds[step].double().mean().item(), rel_tol=1e-5, abs_tol=1e-7)
