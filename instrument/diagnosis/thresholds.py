@@ -111,8 +111,9 @@ class Thresholds:
     act_persist: float = _t(0.8, "Fraction of those records in which the condition must hold.")
     dead_fraction: float = _t(0.5, "Fraction of a ReLU-like layer's units that are zero for the "
                                    "whole batch.")
-    dead_min_batch: int = _t(16, "Below this batch size a unit is easily zero for a whole "
-                                 "batch by chance: dead_units stays quiet.")
+    dead_min_batch: int = _t(16, "Below this many values per unit in a step (batch rows times "
+                                 "positions) a unit is easily zero for a whole batch by "
+                                 "chance: dead_units stays quiet for that layer.")
     saturation_fraction: float = _t(0.5, "Fraction of a hidden tanh/sigmoid layer's outputs "
                                          "within 3% of the range limits (trained tanh nets "
                                          "reach 20-30% while healthy).")

@@ -6,6 +6,9 @@ exact zeros, the fraction of dead units, the saturation fraction and the non-fin
   was zero in every call.
 * A *unit* is a feature (last dim) or a channel (dim 1 of images and 1-D convolutions, see
   :func:`instrument.modules.unit_dim`); it is dead when it is exactly zero for the whole batch.
+  ``act/unit_observations`` says how many values each unit had in the step (batch rows times
+  positions, over all calls): the evidence behind its dead fraction (a unit of a tiny batch is
+  easily zero by chance).
 * The saturation fraction is recorded for bounded activations (tanh, sigmoid, hardtanh, ...):
   outputs within :data:`SATURATION_MARGIN` of either end of the range.
 * Statistics are computed in float32 (bf16/fp16 outputs are accumulated in float32), with
@@ -64,7 +67,7 @@ class Activations(Instrument):
         n = len(self.ctx.modules)
         self.sums = buffer.add("act_sums", (n, 6), fill=0.0, reduce="sum")
         # dead units are per-unit facts: rank-local counts do not add up to the global one
-        self.units = buffer.add("act_units", (n, 2), fill=0.0, reduce="local")
+        self.units = buffer.add("act_units", (n, 3), fill=0.0, reduce="local")
         self.min = buffer.add("act_min", n, fill=math.inf, reduce="min")
         self.max = buffer.add("act_max", n, fill=-math.inf, reduce="max")
         self.ranges = [saturation_range(m) for m in self.ctx.modules]
@@ -72,7 +75,7 @@ class Activations(Instrument):
         self._prev = None
 
     def begin_step(self, step):
-        self._umax, self._umin = {}, {}
+        self._umax, self._umin, self._seen = {}, {}, {}
 
     def forward(self, index, module, output):
         x = primary_tensor(output)
@@ -93,12 +96,14 @@ class Activations(Instrument):
         dims = tuple(d for d in range(x.dim()) if d != dim)
         umax = x.amax(dim=dims) if dims else x
         umin = x.amin(dim=dims) if dims else x
+        seen = x.numel() // max(umax.numel(), 1)  # values per unit in this call
         old = self._umax.get(index)
         if old is not None and old.shape == umax.shape:
             torch.maximum(old, umax, out=old)
             torch.minimum(self._umin[index], umin, out=self._umin[index])
+            self._seen[index] += seen
         else:
-            self._umax[index], self._umin[index] = umax, umin
+            self._umax[index], self._umin[index], self._seen[index] = umax, umin, seen
 
     def end_step(self):
         for index, umax in self._umax.items():
@@ -106,9 +111,10 @@ class Activations(Instrument):
             dead = _count((umax == 0) & (umin == 0))
             self.units.view[index, 0] = umax.numel()
             self.units.view[index, 1].copy_(dead)
+            self.units.view[index, 2] = self._seen[index]
             self.min.view[index].copy_(umin.min())
             self.max.view[index].copy_(umax.max())
-        self._umax, self._umin = {}, {}
+        self._umax, self._umin, self._seen = {}, {}, {}
 
     def decode(self, step: HostStep, info):
         s = step.section("act_sums")
@@ -122,13 +128,16 @@ class Activations(Instrument):
             std = np.sqrt(var)
             zero = 1.0 - s[:, NONZERO] / nz
             sat = np.where([r is not None for r in self.ranges], s[:, SATURATED] / nz, np.nan)
-            dead = np.where(called & (units[:, 0] > 0), units[:, 1] / units[:, 0], np.nan)
+            tracked = called & (units[:, 0] > 0)
+            dead = np.where(tracked, units[:, 1] / units[:, 0], np.nan)
+            observed = np.where(tracked, units[:, 2], np.nan)
         names = self.ctx.module_names
         out = {
             Keys.ACT_MEAN: mean, Keys.ACT_STD: std,
             Keys.ACT_MIN: np.where(called, step.section("act_min"), np.nan),
             Keys.ACT_MAX: np.where(called, step.section("act_max"), np.nan),
             Keys.ACT_ZERO_FRAC: zero, Keys.ACT_DEAD_FRAC: dead,
+            Keys.ACT_UNIT_OBSERVATIONS: observed,
             Keys.ACT_SATURATION_FRAC: sat,
             Keys.ACT_NONFINITE: np.where(called, s[:, NONFINITE], np.nan),
         }

@@ -156,6 +156,7 @@ class Keys:
     ACT_MAX = "act/max"
     ACT_ZERO_FRAC = "act/zero_frac"
     ACT_DEAD_FRAC = "act/dead_frac"
+    ACT_UNIT_OBSERVATIONS = "act/unit_observations"  # values per unit behind act/dead_frac
     ACT_SATURATION_FRAC = "act/saturation_frac"
     ACT_NONFINITE = "act/nonfinite"
 

@@ -3,7 +3,9 @@ persistently.
 
 Reads the ``activations`` instrument's dead fraction (units exactly zero for every sample of
 the step's batch) of ReLU / ReLU6 / Threshold modules. Small batches make a healthy unit zero
-for a whole batch by chance, so the rule stays quiet below ``dead_min_batch`` samples.
+for a whole batch by chance, so the rule stays quiet for a layer whose units saw fewer than
+``dead_min_batch`` values in the step (``act/unit_observations``: batch rows times positions,
+per rank; stores written before that key existed fall back to the input batch size).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from instrument.store.schema import Keys
 def check(h, th, facts, state):
     if not h.has(Keys.ACT_DEAD_FRAC) or h.count(Keys.ACT_DEAD_FRAC) < th.act_records:
         return []
-    _, batch = h.scalar(DKeys.INPUT_BATCH, th.act_records)
-    if len(batch) and nanmedian(batch) < th.dead_min_batch:
-        return []
     steps, mat, names = h.layer(Keys.ACT_DEAD_FRAC, th.act_records)
+    observed = _observations(h, th, names)
     out = []
     for j in columns(names, facts.modules_of_kind(RELU)):
+        if observed is not None and not nanmedian(observed[:, j]) >= th.dead_min_batch:
+            continue  # too few values per unit: zero for a whole batch by chance
         col = mat[:, j]
         high = np.nan_to_num(col, nan=0.0) >= th.dead_fraction
         if high[-1] and high.mean() >= th.act_persist:
@@ -41,12 +43,27 @@ def check(h, th, facts, state):
     return out
 
 
+def _observations(h, th, names):
+    """``(records, layers)`` values per unit behind the dead fractions, None if unknown."""
+    if h.has(Keys.ACT_UNIT_OBSERVATIONS):
+        _, mat, obs_names = h.layer(Keys.ACT_UNIT_OBSERVATIONS, th.act_records)
+        if list(obs_names) == list(names):
+            return mat
+    _, batch = h.scalar(DKeys.INPUT_BATCH, th.act_records)  # stores from before the key
+    if len(batch):
+        return np.full((len(batch), len(names)), nanmedian(batch))
+    return None
+
+
 RULE = Rule(
     code="dead_units", severity=schema.WARNING,
     summary="a large fraction of a ReLU-like layer's units output zero for whole batches",
     suggestion=("Lower the learning rate or add warm-up (large early steps kill ReLUs), check "
                 "the initialization (He/Kaiming for ReLU) and negative biases, normalize the "
                 "inputs, or use LeakyReLU/GELU."),
-    check=check, needs=("activations",), keys=(Keys.ACT_DEAD_FRAC, DKeys.INPUT_BATCH),
-    windows=lambda th: {Keys.ACT_DEAD_FRAC: th.act_records, DKeys.INPUT_BATCH: th.act_records},
+    check=check, needs=("activations",),
+    keys=(Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS, DKeys.INPUT_BATCH),
+    windows=lambda th: {Keys.ACT_DEAD_FRAC: th.act_records,
+                        Keys.ACT_UNIT_OBSERVATIONS: th.act_records,
+                        DKeys.INPUT_BATCH: th.act_records},
     suppressed_by=("missing_zero_grad",))

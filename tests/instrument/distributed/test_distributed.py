@@ -91,8 +91,9 @@ def check_against_reference(run_dir, ref, case, *, norms=True):
             if not close(rank_loss.loc[step, str(r)], want):
                 bad.append(("rank/loss", step, r, rank_loss.loc[step, str(r)], want))
     assert not bad, f"{len(bad)} values differ from the single-process reference: {bad[:8]}"
-    dead = layer_table(run, Keys.ACT_DEAD_FRAC)
-    assert dead.isna().all().all(), "dead units cannot be combined across ranks: not recorded"
+    for key in (Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS):
+        table = layer_table(run, key)
+        assert table.isna().all().all(), "dead units cannot be combined across ranks: not recorded"
     return run
 
 
@@ -116,7 +117,7 @@ def single_process_run(case: Case, tmp_path):
 
 def check_every_key(dist_run, single, *, skip=()):
     """Every series the single-process run records, the distributed run records equally."""
-    skip = set(skip) | {Keys.ACT_DEAD_FRAC}
+    skip = set(skip) | {Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS}
     for kind in (schema.SCALAR, schema.LAYER):
         keys = [k for k in single.keys(kind) if k not in skip]
         assert keys

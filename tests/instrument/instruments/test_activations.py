@@ -11,7 +11,8 @@ from instrument.store.schema import Keys
 from tests.helpers import layer_frame, watch
 
 STATS = {Keys.ACT_MEAN, Keys.ACT_STD, Keys.ACT_MIN, Keys.ACT_MAX, Keys.ACT_ZERO_FRAC,
-         Keys.ACT_DEAD_FRAC, Keys.ACT_SATURATION_FRAC, Keys.ACT_NONFINITE}
+         Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS, Keys.ACT_SATURATION_FRAC,
+         Keys.ACT_NONFINITE}
 
 
 def reference_stats(outputs, unit_dim, bounded):
@@ -25,6 +26,7 @@ def reference_stats(outputs, unit_dim, bounded):
         Keys.ACT_MIN: flat.min(), Keys.ACT_MAX: flat.max(),
         Keys.ACT_ZERO_FRAC: (flat == 0).mean(),
         Keys.ACT_DEAD_FRAC: (np.abs(units).max(axis=1) == 0).mean(),
+        Keys.ACT_UNIT_OBSERVATIONS: float(units.shape[1]),
         Keys.ACT_NONFINITE: float(len(flat) - len(finite)),
         Keys.ACT_SATURATION_FRAC: np.nan,
     }
