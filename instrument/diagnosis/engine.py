@@ -5,6 +5,13 @@ writer thread on each step's data (in step order) and their findings are stored 
 logged once to the console. On a saved run, :mod:`instrument.diagnosis.replay` feeds the same
 engine the recorded steps.
 
+A rule's ``suppressed_by`` codes explain its symptom better: once one is found, the rule stays
+quiet. Root-cause rules need a few records before they speak, though (``input_scale`` looks at
+five), so a consequence can be found first: a high first loss at step 0, before the inputs were
+judged. When a cause is found, the findings of the rules it would have silenced in the last
+``explain_steps`` steps are linked to it: the cause's evidence lists them under ``explains``, its
+message says to fix it first, and each of them gets ``explained_by``. Nothing is dropped.
+
 Events that an instrument stored at source (``nonfinite``, with the origin only the device-side
 hooks can see) reach the engine through ``StepData.events``: they are reported and logged like
 findings but not stored twice.
@@ -77,6 +84,10 @@ class Engine:
             for key, n in (r.windows(self.th) if r.windows else {}).items():
                 sizes[key] = max(sizes.get(key, 1), int(n))
         self.history = History(self.th.history, keys, sizes)
+        self._explains = {}  # cause code -> codes of the rules it silences
+        for r in self.rules:
+            for cause in r.suppressed_by:
+                self._explains.setdefault(cause, set()).add(r.code)
         self.console = console
         self.strict = strict
         self.findings: list = []
@@ -126,6 +137,7 @@ class Engine:
                 self._seen.add(f.key)
                 self._codes.add(f.code)
                 h.found.add(f.code)
+                self._link_consequences(f)
                 self.findings.append(f)
                 new.append(f)
                 self._log(f)
@@ -137,6 +149,23 @@ class Engine:
                 "rules": dict(self.status)}
 
     # ---- internals -----------------------------------------------------------------------------
+    def _link_consequences(self, cause: Finding) -> None:
+        """Link recent findings that ``cause`` explains (see the module docstring)."""
+        codes = self._explains.get(cause.code)
+        if not codes:
+            return
+        earlier = [g for g in self.findings if g.code in codes and g.explained_by is None
+                   and g.step is not None and g.step >= cause.step - self.th.explain_steps]
+        if not earlier:
+            return
+        for g in earlier:
+            g.explained_by = (cause.code, cause.step)
+        names = sorted({g.code for g in earlier})
+        cause.evidence = {**dict(cause.evidence or {}), "explains": [
+            f"{g.code}@{g.step}" + (f":{g.layer}" if g.layer else "") for g in earlier]}
+        cause.message += (f" It probably causes the earlier finding(s) {', '.join(names)}: fix "
+                          "it first.")
+
     def _nonfinite_now(self) -> bool:
         """True if this step's loss or weights are non-finite (rules pause: stats are garbage)."""
         h = self.history

@@ -16,6 +16,10 @@ class Finding:
 
     ``stored`` is True for findings that an instrument already wrote to the store at source
     (``nonfinite``); the engine reports them but does not write them twice.
+
+    ``explained_by`` is ``(code, step)`` of a later finding that probably caused this one (see
+    :meth:`instrument.diagnosis.engine.Engine.observe`); that finding's evidence lists it under
+    ``explains``.
     """
 
     message: str
@@ -28,6 +32,7 @@ class Finding:
     stored: bool = False
     wall_time: float = field(default_factory=time.time)
     per_layer: bool = True
+    explained_by: Optional[tuple] = None
 
     @property
     def key(self) -> tuple:

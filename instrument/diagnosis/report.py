@@ -26,10 +26,12 @@ def text(diag) -> str:
     """The report: a header, the findings (most severe first, then by step), silent rules."""
     meta = diag.meta
     counts = {s: sum(f.severity == s for f in diag.findings) for s in _ORDER}
+    explained = sum(f.explained_by is not None for f in diag.findings)
     head = (f"avionics diagnose {diag.run}\n"
             f"run '{meta.get('name')}', {meta.get('status')}, {meta.get('steps', '?')} steps; "
             f"{len(diag.findings)} finding(s): {counts[schema.CRITICAL]} critical, "
-            f"{counts[schema.WARNING]} warning, {counts[schema.INFO]} info")
+            f"{counts[schema.WARNING]} warning, {counts[schema.INFO]} info"
+            + (f"; {explained} probably caused by another finding" if explained else ""))
     lines = [head, ""]
     if not diag.findings:
         lines.append("No findings: none of the active rules fired.")
@@ -37,6 +39,9 @@ def text(diag) -> str:
         where = f"  layer {f.layer}" if f.layer else ""
         lines.append(f"{f.severity.upper():8s} step {f.step:<6} {f.code}{where}")
         lines += textwrap.wrap(f.message, WIDTH, initial_indent="  ", subsequent_indent="  ")
+        if f.explained_by is not None:
+            code, step = f.explained_by
+            lines.append(f"  probably caused by {code} (found at step {step}): fix that first")
         if f.evidence:
             lines += textwrap.wrap("evidence: " + _evidence(f.evidence), WIDTH,
                                    initial_indent="  ", subsequent_indent="    ")
@@ -62,7 +67,10 @@ def as_json(diag) -> str:
         "run": diag.run,
         "findings": [{"code": f.code, "severity": f.severity, "step": f.step, "layer": f.layer,
                       "message": f.message, "evidence": dict(f.evidence or {}),
-                      "suggestion": f.suggestion} for f in diag.findings],
+                      "suggestion": f.suggestion,
+                      "explained_by": (None if f.explained_by is None else
+                                       {"code": f.explained_by[0], "step": f.explained_by[1]})}
+                     for f in diag.findings],
         "rules": diag.status,
         "thresholds": diag.thresholds.overrides(),
     }, indent=2, default=str)

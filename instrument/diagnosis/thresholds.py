@@ -30,6 +30,8 @@ class Thresholds:
 
     # ---- engine -----------------------------------------------------------------------------
     history: int = _t(256, "Records kept per series for the windowed rules (bounds memory).")
+    explain_steps: int = _t(50, "A finding is linked to a root cause (a code in its rule's "
+                                "suppressed_by) found at most this many steps later.")
     disabled_rules: tuple = _t((), "Rule codes to switch off, e.g. ('repeated_batch',) for "
                                    "deliberate full-batch training.")
 

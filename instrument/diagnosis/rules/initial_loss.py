@@ -63,4 +63,5 @@ RULE = Rule(
                 "default (or a smaller-gain) initialization for the last layer, and check that "
                 "the loss gets logits, not something scaled."),
     check=check, needs=("criterion",), needs_classifier=True,
+    suppressed_by=("input_scale",),
     keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, DKeys.LOGIT_LSE_DEV))

@@ -137,7 +137,7 @@ RULE = Rule(
     suggestion=("Lower the learning rate (try 3-10x lower), add a warm-up, or clip gradients; "
                 "with Adam also consider a larger eps. Aim for update/weight ratios near 1e-3."),
     check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS, Keys.WEIGHT_NORM),
-    suppressed_by=("missing_zero_grad",), per_layer=False,
+    suppressed_by=("missing_zero_grad", "input_scale"), per_layer=False,
     windows=lambda th: {Keys.UPDATE_RATIO: 1, Keys.WEIGHT_NORM: 1,
                         Keys.LOSS: max(th.loss_smooth, th.loss_rise_steps + 1),
                         DKeys.CRIT_LOSS: max(th.loss_smooth, th.loss_rise_steps + 1)})

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import instrument
+from instrument.diagnosis.replay import diagnose
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
@@ -64,6 +65,30 @@ def test_demo_flag_is_diagnosed(demo, flag, tmp_path, capsys):
         assert codes == set() and "No findings" in out
     else:
         assert code in codes and code in out
+
+
+def test_raw_pixels_symptoms_are_linked_to_their_cause(demo, tmp_path, capsys):
+    """Unscaled inputs make the first loss huge and the first steps giant before input_scale
+    has seen enough steps to speak: the report says those findings are probably its doing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        demo.main(["--raw-pixels", "--run", str(tmp_path / "r"), "--steps", "10"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    run = instrument.load(str(tmp_path / "r"))
+    diag = diagnose(run)
+    [cause] = [f for f in diag.findings if f.code == "input_scale"]
+    linked = [f for f in diag.findings if f.explained_by is not None]
+    assert {f.code for f in linked} == {"initial_loss", "lr_too_high"}
+    assert all(f.explained_by == ("input_scale", cause.step) and f.step < cause.step
+               for f in linked)
+    [stored] = run.events(codes=["input_scale"]).itertuples()  # the live event says it too
+    assert sorted(stored.evidence["explains"]) == sorted(f"{f.code}@{f.step}" for f in linked)
+    assert "fix it first" in stored.message
+    assert out.count("probably caused by input_scale") == 2
+    assert "2 probably caused by another finding" in out
 
 
 def test_demo_runs_as_a_script(tmp_path):

@@ -188,6 +188,28 @@ def test_suppression_pausing_after_nan_and_source_events():
     assert [(f.code, f.stored) for f in eng.findings] == [("nonfinite", True), ("cause", False)]
 
 
+def test_a_cause_found_later_is_linked_to_the_symptoms_it_explains():
+    def cause(h, th, facts, state):
+        return [Finding("the cause.", evidence={"x": 1})] if h.step == 10 else []
+
+    def symptom(h, th, facts, state):
+        return [Finding("symptom", f"l{h.step}")] if h.step in (2, 7) else []
+
+    def other(h, th, facts, state):  # not silenced by the cause: not linked to it
+        return [Finding("other")] if h.step == 7 else []
+
+    eng = Engine(RunFacts(), Thresholds.from_overrides({"explain_steps": 5}),
+                 rules=[_rule("cause", cause), _rule("symptom", symptom, suppressed_by=("cause",)),
+                        _rule("other", other)])
+    stored = [e for d in _steps(12) for e in eng(d)]
+    assert {(f.code, f.layer): f.explained_by for f in eng.findings} == {
+        ("symptom", "l2"): None,  # 8 steps before the cause: outside explain_steps
+        ("symptom", "l7"): ("cause", 10), ("other", None): None, ("cause", None): None}
+    [ev] = [e for e in stored if e.code == "cause"]  # the stored event says it, live
+    assert ev.evidence == {"x": 1, "explains": ["symptom@7:l7"]}
+    assert ev.message == "the cause. It probably causes the earlier finding(s) symptom: fix it first."
+
+
 def test_rules_needing_the_criterion_are_silent_and_say_why():
     eng = Engine(RunFacts(instruments=["grad_norm", "weight_norm", "update", "activations",
                                        "inputs", "zero_grad", "train_mode"]))
