@@ -1,8 +1,12 @@
 """Per-step overhead of avionics against plain training (a benchmark, not a test).
 
 Trains a small CNN (3x32x32 inputs, about 137k parameters) and an MLP (3072-256-128-10) at batch
-128 with SGD+momentum, four ways: plain, with ``watch()``'s default schedules, with every
-instrument on every step, and with every instrument on every 10th step. Configurations run in
+128 with SGD+momentum, five ways: plain, with ``watch()``'s default schedules, with every
+instrument on every step, with every instrument on every 10th step, and a *floor*: plain
+training plus nothing but the three parameter-wide norm passes that default schedules make
+every step (gradient norms before the step, weight and momentum-buffer norms after it; no
+avionics at all). The floor is what exact every-step norms cost on the machine at hand: an
+instrument panel cannot be cheaper than it. Configurations run in
 interleaved rounds (shuffled order per round, one block of consecutive steps each, the first
 round discarded as warm-up), so machine load hits them alike. The table gives the median
 wall-clock time per step and its ratio to plain, and the mean's ratio (sparse schedules make
@@ -42,7 +46,8 @@ def mlp():
 
 
 MODELS = {"cnn": small_cnn, "mlp": mlp}
-SETTINGS = {"plain": None, "default": {}, "every step": {"*": 1}, "every 10th step": {"*": 10}}
+SETTINGS = {"plain": None, "default": {}, "every step": {"*": 1}, "every 10th step": {"*": 10},
+            "floor: bare norms": "floor"}
 
 
 class Config:
@@ -59,7 +64,8 @@ class Config:
         self.device = device
         self.monitor = None
         schedules = SETTINGS[setting]
-        if schedules is not None:
+        self.floor = schedules == "floor"
+        if schedules is not None and not self.floor:
             self.monitor = instrument.watch(self.model, self.opt, schedules=schedules,
                                             run=os.path.join(logdir, f"{model_name}-{setting}"))
         self.times = []
@@ -78,12 +84,25 @@ class Config:
             self.opt.zero_grad()
             loss = self.crit(self.model(x), y)
             loss.backward()
-            self.opt.step()
+            if self.floor:
+                self.bare_norms_step()
+            else:
+                self.opt.step()
             if self.monitor is not None:
                 self.monitor.log(loss=loss)
             self.sync()
             if record:
                 self.times.append(time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def bare_norms_step(self):
+        """The optimizer step between the norm passes that every-step norms need, nothing else."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grads = torch._foreach_norm([p.grad for p in params])
+        self.opt.step()
+        weights = torch._foreach_norm(params)
+        bufs = torch._foreach_norm([self.opt.state[p]["momentum_buffer"] for p in params])
+        self.norms = torch.stack(grads + weights + bufs).cpu()
 
     def close(self):
         if self.monitor is not None:
