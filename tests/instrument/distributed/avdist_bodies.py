@@ -228,7 +228,8 @@ def reference(case: Case, world: int = 2) -> dict:
         rec = {"loss": float(np.mean(losses)),
                "rank_loss": [float(np.mean(local[r])) for r in range(world)],
                "grad_norm": {}, "weight_norm": {}, "update_norm": {},
-               "act": {}, "rank_dead": {r: {} for r in range(world)}}
+               "act": {}, "rank_dead": {r: {} for r in range(world)},
+               "rank_obs": {r: {} for r in range(world)}}
         for n, p in model.named_parameters():
             g = p.grad.double()
             rec["grad_norm"][n] = g.norm().item()
@@ -257,5 +258,6 @@ def reference(case: Case, world: int = 2) -> dict:
                 rows = torch.cat([shard(t, r, world) for t in captured[n]])
                 dead = (rows == 0).all(dim=0)
                 rec["rank_dead"][r][n] = dead.double().mean().item()
+                rec["rank_obs"][r][n] = rows.numel() / dead.numel()  # values per unit
         out["steps"].append(rec)
     return out

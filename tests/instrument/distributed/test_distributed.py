@@ -195,10 +195,12 @@ def test_ddp_adam_and_per_rank_stores(tmp_path):
         assert own.meta["distributed"]["rank"]["rank"] == r
         loss = scalar_series(own, Keys.LOSS)
         dead = layer_table(own, Keys.ACT_DEAD_FRAC)
+        obs = layer_table(own, Keys.ACT_UNIT_OBSERVATIONS)
         for step, rec in enumerate(ref["steps"]):
             assert close(loss[step], rec["rank_loss"][r])
             for name in ref["modules"]:
                 assert close(dead.loc[step, name], rec["rank_dead"][r][name]), (r, step, name)
+                assert obs.loc[step, name] == rec["rank_obs"][r][name], (r, step, name)
         assert len(scalar_series(own, Keys.RANK_STEP_TIME)) == case.steps
 
 
