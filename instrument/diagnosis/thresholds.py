@@ -55,16 +55,31 @@ class Thresholds:
     loss_rise_factor: float = _t(2.0, "Divergence: the loss exceeds this multiple of its "
                                       "initial value ...")
     loss_rise_steps: int = _t(3, "... after rising at this many consecutive records (one less "
-                                 "when the update ratio is above lr_high_update_ratio too).")
+                                 "when the update ratio is above lr_high_update_ratio too) ...")
+    loss_noise_min: int = _t(5, "... and, once this many losses precede the rise, ...")
+    loss_noise_records: int = _t(16, "... (the last this many of them) ...")
+    loss_rise_noise: float = _t(4.0, "... every loss of the rise is more than this many sigmas "
+                                     "(1.4826 MAD; of the log-losses when all are positive) "
+                                     "above their median (fine-tuning starts at a low, noisy "
+                                     "loss; bad batches are spikes).")
     zero_init_records: int = _t(100, "Weight matrices that start at exactly zero are left out of "
                                      "the update-ratio median for this many records (their "
                                      "ratio is 1, 1/2, 1/3, ... by construction).")
+    loss_jump_factor: float = _t(10.0, "A loss more than this many times the median of the "
+                                       "losses before it, right after an update above "
+                                       "lr_high_update_ratio, is a divergence (one step "
+                                       "wrecked the model).")
     loss_regain_fraction: float = _t(0.5, "Divergence later in training: the smoothed loss "
                                           "gives back this fraction of the progress made ...")
     loss_regain_window: int = _t(10, "... and stays there for this many records ...")
     loss_regain_min_progress: float = _t(0.2, "... once the progress is at least this fraction "
                                               "of the initial loss (noise on a flat curve is "
-                                              "not divergence).")
+                                              "not divergence) ...")
+    loss_regain_noise: float = _t(4.0, "... and progress and rise both exceed this many "
+                                       "standard errors of the rolling median (a noisy "
+                                       "plateau's rolling minimum is no progress) ...")
+    loss_regain_noise_records: int = _t(64, "... with sigma from the MAD of the last this many "
+                                            "losses.")
 
     # ---- lr_too_low ----------------------------------------------------------------------------
     lr_low_update_ratio: float = _t(1e-5, "Update/weight ratio below this (100x below the "

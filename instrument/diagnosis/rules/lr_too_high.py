@@ -9,10 +9,22 @@ Meant to fire *before* the NaN arrives. Any of:
   ``lr_high_fraction`` of the last ``lr_high_window`` records;
 * *early divergence*: the loss rose at ``loss_rise_steps`` records in a row (one less when the
   update ratio is above ``lr_high_update_ratio`` meanwhile) to more than ``loss_rise_factor``
-  times its initial value;
+  times its initial value; once ``loss_noise_min`` losses precede the rise, each loss of the
+  rise must also be ``loss_rise_noise`` sigmas above their median (sigma: 1.4826 MAD of the
+  last ``loss_noise_records`` of them, of their logarithms when the losses are positive:
+  mini-batch noise is multiplicative). A model that starts at a low, noisy loss (fine-tuning,
+  resuming) doubles it by chance, and bad batches are spikes, not a divergence;
+* *jump*: right after an update whose median update/weight ratio is above
+  ``lr_high_update_ratio``, the loss is more than ``loss_jump_factor`` times the median of the
+  (up to ``loss_noise_records``) losses before it, and above their noise (as for early
+  divergence): a too-high learning rate wrecking a trained model in one step;
 * *later divergence*: the smoothed loss gave back ``loss_regain_fraction`` of the progress made
   since the start (once that progress is at least ``loss_regain_min_progress`` of the initial
-  loss), for ``loss_regain_window`` records in a row.
+  loss), for ``loss_regain_window`` records in a row. Progress and rise must both exceed
+  ``loss_regain_noise`` standard errors of the rolling median (sigma from the MAD of the last
+  ``loss_regain_noise_records`` losses): the minimum of a noisy rolling median is low by chance,
+  and a loss wandering on a noisy plateau (small batches near convergence, fine-tuning) gives
+  back "progress" that was never made.
 
 Not reported while gradients are stale (``missing_zero_grad`` explains the divergence then).
 """
@@ -35,7 +47,8 @@ from instrument.store.schema import Keys
 def check(h, th, facts, state):
     med = _ratio_median(h, th, facts, state)
     # all three run every step (the divergence tracker keeps state), the first one reports
-    return (_ratios(h, th, med) + _fast_rise(h, th, med) + _regain(h, th, state))[:1]
+    return (_ratios(h, th, med) + _fast_rise(h, th, med) + _jump(h, th, med) +
+            _regain(h, th, state))[:1]
 
 
 def _ratio_median(h, th, facts, state):
@@ -96,12 +109,46 @@ def _fast_rise(h, th, med):
     need = th.loss_rise_steps - 1 if big else th.loss_rise_steps
     if start <= 0 or rises < max(need, 1) or loss[-1] <= th.loss_rise_factor * start:
         return []
+    _, before = h.scalar(key, th.loss_noise_records + rises)
+    before = before[:len(before) - rises]  # up to the rise's first value
+    if len(before) >= th.loss_noise_min and np.all(np.isfinite(before)):
+        if not above_noise(loss[len(loss) - need:], before, th.loss_rise_noise):
+            return []  # spikes of a noisy loss, not a divergence
     why = " with update/weight ratios above " + fmt(th.lr_high_update_ratio) if big else ""
     return [Finding(
         f"The loss is diverging: it rose at {rises} steps in a row{why} to {fmt(loss[-1])} at "
         f"step {h.step}, {fmt(loss[-1] / start)} times its initial {fmt(start)}.", None,
         {"loss": [float(v) for v in loss[-rises - 1:]], "initial": start,
          "steps": [int(s) for s in steps[-rises - 1:]]})]
+
+
+def _jump(h, th, med):
+    """One large update, and the loss is many times what it was (fine-tuning at too high a
+    learning rate wrecks the model in its first step)."""
+    key = loss_key(h)
+    _, ratio = med
+    if not h.has(key) or len(ratio) < 1:
+        return []
+    step_ratio = float(np.max(ratio[-2:]))  # the update before this loss (or at it)
+    steps, loss = h.scalar(key, th.loss_noise_records + 1)
+    if len(loss) < 2 or not np.all(np.isfinite(loss)) or not step_ratio > th.lr_high_update_ratio:
+        return []
+    before = loss[:-1]
+    ref = float(np.median(before))
+    if ref <= 0 or loss[-1] <= th.loss_jump_factor * ref:
+        return []
+    if len(before) >= th.loss_noise_min and \
+            not above_noise(loss[-1:], before, th.loss_rise_noise):
+        return []
+    what = (f"the loss before it ({fmt(ref)})" if len(before) == 1 else
+            f"the median {fmt(ref)} of the {len(before)} losses before it")
+    return [Finding(
+        f"The loss jumped to {fmt(loss[-1])} at step {h.step}, {fmt(loss[-1] / ref)} times "
+        f"{what}, after an update of "
+        f"{fmt(step_ratio)} times the weights (median over the weight matrices; healthy is "
+        f"~1e-3).", None,
+        {"loss": float(loss[-1]), "before_median": ref, "update_ratio": step_ratio,
+         "steps": [int(s) for s in steps]})]
 
 
 def _regain(h, th, state):
@@ -116,9 +163,12 @@ def _regain(h, th, state):
     start = float(np.median(first[:n_first]))
     smooth = float(np.median(loss[-th.loss_smooth:]))
     best = state["best"] = min(state.get("best", smooth), smooth)
+    _, recent = h.scalar(key, th.loss_regain_noise_records)
+    # standard error of a median of loss_smooth values: 1.2533 sigma / sqrt(n)
+    noise = th.loss_regain_noise * 1.2533 * robust_sigma(finite(recent)) / np.sqrt(th.loss_smooth)
     progress = start - best
-    if progress <= th.loss_regain_min_progress * abs(start) or \
-            smooth <= best + th.loss_regain_fraction * progress:
+    if progress <= max(th.loss_regain_min_progress * abs(start), noise) or \
+            smooth <= best + max(th.loss_regain_fraction * progress, noise):
         state["streak"] = 0
         return []
     state["streak"] = state.get("streak", 0) + 1
@@ -129,6 +179,25 @@ def _regain(h, th, state):
         f"giving back {fmt(100 * (smooth - best) / progress)}% of the progress from "
         f"{fmt(start)} to its best {fmt(best)} ({state['streak']} records in a row).", None,
         {"smoothed_loss": smooth, "best": best, "initial": start})]
+
+
+def above_noise(values, before, z: float) -> bool:
+    """True if every one of ``values`` is more than ``z`` robust sigmas above the median of
+    ``before``. Positive losses are compared as logarithms: mini-batch noise is multiplicative
+    (a loss near convergence is mostly tiny, with the odd batch ten times larger)."""
+    values, before = np.asarray(values, np.float64), np.asarray(before, np.float64)
+    if np.all(values > 0) and np.all(before > 0):
+        values, before = np.log(values), np.log(before)
+    return bool(np.all(values > np.median(before) + z * robust_sigma(before)))
+
+
+def robust_sigma(values) -> float:
+    """1.4826 times the median absolute deviation: the standard deviation for Gaussian noise,
+    robust to the heavy tail of mini-batch losses and to the odd spike."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
 RULE = Rule(

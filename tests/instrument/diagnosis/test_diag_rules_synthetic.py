@@ -10,6 +10,7 @@ import pytest
 
 from instrument.diagnosis import Engine, RunFacts, Thresholds
 from instrument.diagnosis.rules import (clipping_saturated, exploding_gradients, input_scale,
+                                        lr_too_high,
                                         loss_at_chance, lr_schedule_increasing, repeated_batch,
                                         single_label_batch)
 from instrument.store.records import StepData
@@ -199,3 +200,42 @@ def test_loss_at_chance_waits_for_warmup_and_step_min():
     assert first_step(loss_at_chance, warm) == ref == 208
     learning = dict(series, **{"criterion/loss": chance * np.exp(-np.arange(n) / 100)})
     assert first_step(loss_at_chance, learning) is None
+
+
+# ---- lr_too_high: the loss's own noise ------------------------------------------------------------
+def _noisy_plateau(rng, n, level=0.05):
+    """Mini-batch losses of a nearly converged model: log-normal around ``level``, and one
+    batch in 30 with a misclassified sample (20x)."""
+    loss = level * np.exp(rng.normal(0, 0.8, n))
+    return np.where(rng.random(n) < 1 / 30, 20 * loss, loss)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lr_too_high_quiet_on_a_noisy_low_plateau(seed):
+    """Fine-tuning at a low loss: spikes, runs of rises and a noisy rolling minimum are noise."""
+    series = {"loss": _noisy_plateau(np.random.default_rng(seed), 2000)}
+    assert first_step(lr_too_high, series) is None
+
+
+def test_lr_too_high_later_divergence_out_of_the_noise():
+    """Down to a plateau, then up 2 % a step: found once the smoothed loss gave back half the
+    progress (docs/rules.md) and stayed there for 10 records, noise or not."""
+    rng = np.random.default_rng(7)
+    n_fall, n_flat, n_rise = 200, 100, 200
+    plateau = 2.3 * np.exp(-n_fall / 60) + 0.1
+    level = np.concatenate([2.3 * np.exp(-np.arange(n_fall) / 60) + 0.1, np.full(n_flat, plateau),
+                            plateau * 1.02 ** np.arange(n_rise)])
+    got = first_step(lr_too_high, {"loss": level * np.exp(rng.normal(0, 0.3, level.size))})
+    start = np.median(level[:9])
+    half_back = next(i for i in range(n_fall + n_flat, level.size)
+                     if level[i] > plateau + 0.5 * (start - plateau))
+    # the rolling median of 9 lags ~4 records, then 10 records in a row
+    assert got is not None and half_back - 10 <= got <= half_back + 4 + 10 + 10, (got, half_back)
+
+
+def test_lr_too_high_early_divergence_from_a_low_noisy_start():
+    rng = np.random.default_rng(8)
+    calm = _noisy_plateau(rng, 30)
+    burst = np.median(calm) * 4.0 ** np.arange(1, 8)  # too high a learning rate, at step 30
+    got = first_step(lr_too_high, {"loss": np.concatenate([calm, burst])})
+    assert got is not None and 30 <= got <= 34, got
