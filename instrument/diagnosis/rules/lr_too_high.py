@@ -200,6 +200,13 @@ def robust_sigma(values) -> float:
     return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
+def _loss_window(th) -> int:
+    """Loss records ``check`` reads: the rise with the losses before it, the rolling median,
+    the noise estimates (declared, so a small ``history`` cannot cut them short)."""
+    return max(th.loss_smooth, th.loss_noise_records + th.loss_rise_steps + 1,
+               th.loss_regain_noise_records)
+
+
 RULE = Rule(
     code="lr_too_high", severity=schema.WARNING,
     summary="the loss rises fast or spikes, or update ratios sit far above 1e-3",
@@ -208,5 +215,4 @@ RULE = Rule(
     check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS, Keys.WEIGHT_NORM),
     suppressed_by=("missing_zero_grad", "input_scale"), per_layer=False,
     windows=lambda th: {Keys.UPDATE_RATIO: 1, Keys.WEIGHT_NORM: 1,
-                        Keys.LOSS: max(th.loss_smooth, th.loss_rise_steps + 1),
-                        DKeys.CRIT_LOSS: max(th.loss_smooth, th.loss_rise_steps + 1)})
+                        Keys.LOSS: _loss_window(th), DKeys.CRIT_LOSS: _loss_window(th)})
