@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: install
 test: install
 	bash .ci/install-chromium
 	$(PY) -m pytest -q
+
+## the quick loop: everything but the browser, distributed and slow tests
+test-fast: install
+	$(PY) -m pytest -q -m "not browser and not distributed and not slow"
+
+## pyflakes, complexity, import order, pyupgrade (configured in pyproject.toml)
+lint: install
+	$(VENV)/bin/ruff check .
 
 ## overhead benchmarks (see README)
 bench: install

@@ -104,7 +104,6 @@ class Avionics(Plain):
         super().__init__()
         import instrument
         from instrument.cockpit.presets import PRESETS
-
         from instrument.instruments import SCHEDULABLE
 
         name, every = split(config)
@@ -137,11 +136,11 @@ class CockpitRun:
 
     def __init__(self, config):
         import torch
-        from torch import nn
         from backpack import extend
         from cockpit import Cockpit
         from cockpit.utils import schedules
         from cockpit.utils.configuration import configuration
+        from torch import nn
 
         name, every = split(config)
         self.model = extend(make_model())

@@ -29,10 +29,11 @@ from benchmarks.cockpit_compare import BATCH, LR, make_data, make_model  # noqa:
 
 
 def candidates(tmp):
-    import instrument
     from backpack import backpack, extend
     from backpack.extensions import BatchGrad, DiagGGNExact, DiagHessian
     from torch.func import functional_call, grad, jvp, vmap
+
+    import instrument
 
     x, y = make_data()[0]
     crit = nn.CrossEntropyLoss()

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dash import (ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update)
+from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update
 
 from dashboard import navigation, refresh
 from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, graph_style, pid, run_options

@@ -8,7 +8,7 @@ arrive during a live run into buckets of the same width, and encode values compa
 from __future__ import annotations
 
 import base64
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def tail_buckets(steps: np.ndarray, values: np.ndarray, size: int, last_step: in
 
 
 def ema(values: Sequence[float], weight: float = settings.EMA_WEIGHT,
-        counts: Optional[Sequence[int]] = None, state: Optional[list] = None) -> tuple:
+        counts: Sequence[int] | None = None, state: list | None = None) -> tuple:
     """Debiased exponential moving average, as TensorBoard's smoothing slider.
 
     ``s_t = num_t / den_t`` with ``num_t = w * num_{t-1} + (1 - w) * x_t`` and

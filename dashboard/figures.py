@@ -8,8 +8,8 @@ in ``meta["at_step"]``. :mod:`dashboard.refresh` reads these tags.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -110,8 +110,8 @@ def title(grid: Grid, cell: Cell, text: str) -> dict:
             "font": {"size": 12, "color": "#444"}}
 
 
-def live_tag(run: str, key: str, kind: str, stat: str = "mean", layer: Optional[str] = None,
-             size: int = 1, cursor: Optional[int] = None, ema: Optional[list] = None) -> dict:
+def live_tag(run: str, key: str, kind: str, stat: str = "mean", layer: str | None = None,
+             size: int = 1, cursor: int | None = None, ema: list | None = None) -> dict:
     """``meta["live"]`` of an appendable trace: its source series, bucket width and cursor.
 
     ``ema`` is the smoothing state (see :func:`dashboard.downsample.ema`) for an EMA line,
@@ -120,9 +120,9 @@ def live_tag(run: str, key: str, kind: str, stat: str = "mean", layer: Optional[
             "cursor": cursor, "ema": ema}
 
 
-def line(cell: Cell, x, y, name: str, colour: str, *, live: Optional[dict] = None,
-         width: float = 1.6, opacity: float = 1.0, group: Optional[str] = None,
-         showlegend: bool = True, hover: Optional[str] = None) -> dict:
+def line(cell: Cell, x, y, name: str, colour: str, *, live: dict | None = None,
+         width: float = 1.6, opacity: float = 1.0, group: str | None = None,
+         showlegend: bool = True, hover: str | None = None) -> dict:
     """A line trace from lists (so a live run can extend it)."""
     trace = {"type": "scatter", "mode": "lines", "x": int_list(x), "y": round_sig(y),
              "name": name, "xaxis": cell.xref, "yaxis": cell.yref, "opacity": opacity,
@@ -135,8 +135,8 @@ def line(cell: Cell, x, y, name: str, colour: str, *, live: Optional[dict] = Non
     return trace
 
 
-def band(cell: Cell, x, lo, hi, colour: str, *, group: str, live_lo: Optional[dict] = None,
-         live_hi: Optional[dict] = None) -> list:
+def band(cell: Cell, x, lo, hi, colour: str, *, group: str, live_lo: dict | None = None,
+         live_hi: dict | None = None) -> list:
     """Two traces shading ``lo..hi`` (the min..max of downsampled buckets) under a line."""
     fill = _rgba(colour, settings.RANGE_FILL_OPACITY)
     low = line(cell, x, lo, "min", colour, live=live_lo, width=0, group=group, showlegend=False,
@@ -148,8 +148,8 @@ def band(cell: Cell, x, lo, hi, colour: str, *, group: str, live_lo: Optional[di
 
 
 def heatmap(cell: Cell, x, layers: Sequence[str], z: np.ndarray, *, colourscale: str,
-            zmin: Optional[float] = None, zmax: Optional[float] = None,
-            colorbar: Optional[dict] = None, hover: str = "", zmid: Optional[float] = None
+            zmin: float | None = None, zmax: float | None = None,
+            colorbar: dict | None = None, hover: str = "", zmid: float | None = None
             ) -> dict:
     """A layer x step heatmap; ``z`` is ``[layers, steps]`` and travels as float32 base64."""
     trace = {"type": "heatmap", "x": typed_array(np.asarray(x), "i4" if _fits_i4(x) else "f8"),
@@ -167,7 +167,7 @@ def heatmap(cell: Cell, x, layers: Sequence[str], z: np.ndarray, *, colourscale:
 
 
 def bars(cell: Cell, layers: Sequence[str], values, colour: str, *, at_step: dict,
-         highlight: Optional[str] = None, hover: str = "%{y}: %{x}<extra></extra>") -> dict:
+         highlight: str | None = None, hover: str = "%{y}: %{x}<extra></extra>") -> dict:
     """Horizontal bars, one per layer (same order as the heatmap rows beside them)."""
     return {"type": "bar", "orientation": "h", "x": round_sig(values), "y": list(layers),
             "xaxis": cell.xref, "yaxis": cell.yref, "name": f"step {at_step.get('step')}",
@@ -175,12 +175,12 @@ def bars(cell: Cell, layers: Sequence[str], values, colour: str, *, at_step: dic
             "hovertemplate": hover, "meta": {"at_step": at_step}}
 
 
-def bar_colours(layers: Sequence[str], colour: str, highlight: Optional[str]) -> list:
+def bar_colours(layers: Sequence[str], colour: str, highlight: str | None) -> list:
     """Bar colours: ``colour``, and the highlight colour for the highlighted layer."""
     return [settings.HIGHLIGHT_COLOUR if name == highlight else colour for name in layers]
 
 
-def cursor(cell: Cell, step: Optional[int]) -> dict:
+def cursor(cell: Cell, step: int | None) -> dict:
     """The replay cursor: a vertical line at ``step`` across ``cell`` (hidden when None)."""
     return {"type": "line", "xref": cell.xref, "yref": f"{cell.yref} domain", "x0": step or 0,
             "x1": step or 0, "y0": 0, "y1": 1, "visible": step is not None,

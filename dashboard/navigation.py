@@ -9,12 +9,12 @@ is in :mod:`dashboard.callbacks`.
 from __future__ import annotations
 
 import math
-from typing import Optional
 from urllib.parse import parse_qs, urlencode
 
 from dashboard import settings
 
-def parse_query(search: Optional[str]) -> dict:
+
+def parse_query(search: str | None) -> dict:
     """The view in a URL query string (``?run=a&run=b&step=3&layer=x``)."""
     query = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
     runs = [r for r in query.get("run", []) if r][:settings.MAX_URL_RUNS]
@@ -38,7 +38,7 @@ def build_query(view: dict) -> str:
     return "?" + urlencode(pairs) if pairs else ""
 
 
-def step_range(heads: Optional[dict], runs: list) -> tuple:
+def step_range(heads: dict | None, runs: list) -> tuple:
     """``(first, last)`` step over the selected runs' heads, ``(0, 0)`` when none has steps."""
     firsts, lasts = [], []
     for run in runs:
@@ -65,7 +65,7 @@ def marks(first: int, last: int, count: int = settings.SLIDER_MARKS) -> dict:
     return dict(sorted(out.items()))
 
 
-def slider_step(value, first: int, last: int) -> Optional[int]:
+def slider_step(value, first: int, last: int) -> int | None:
     """The view step for a slider position: None (follow the last step) at the right end."""
     if value is None or value >= last:
         return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from dash import Patch, html, no_update
@@ -40,7 +39,7 @@ class Refresh:
 
     figure: object
     extra: object
-    state: Optional[dict]
+    state: dict | None
 
 
 def signature(view: View) -> str:
@@ -48,7 +47,7 @@ def signature(view: View) -> str:
     return json.dumps([view.runs, view.layer, sorted(view.options)])
 
 
-def render(panel, catalog, view: View, heads: Optional[dict] = None) -> Refresh:
+def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
     """Read and draw ``panel`` from scratch."""
     items = base.load(panel, catalog, view) if view.runs else []
     good = [item for item in items if item.error is None]
@@ -69,8 +68,8 @@ def render(panel, catalog, view: View, heads: Optional[dict] = None) -> Refresh:
     return Refresh(fig, extra, _state(fig if graph else None, view, items, heads))
 
 
-def refresh(panel, catalog, trigger: set, view: View, heads: Optional[dict],
-            state: Optional[dict], now: Optional[float] = None) -> Refresh:
+def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,
+            state: dict | None, now: float | None = None) -> Refresh:
     """Decide between a full render, appends and a step move, and do it.
 
     Args:
@@ -107,7 +106,7 @@ def refresh(panel, catalog, trigger: set, view: View, heads: Optional[dict],
     return Refresh(patch, no_update, new_state)
 
 
-def _needs_render(panel, state: dict, heads: Optional[dict], now: float) -> bool:
+def _needs_render(panel, state: dict, heads: dict | None, now: float) -> bool:
     """A full render is due: a run grew new series, or a rerender-on-change field moved, or
     the panel's heatmaps are older than ``HEATMAP_REFRESH_S`` while the run advanced."""
     old = state.get("heads") or {}
@@ -124,7 +123,7 @@ def _needs_render(panel, state: dict, heads: Optional[dict], now: float) -> bool
     return False
 
 
-def append(patch: Patch, state: dict, catalog, heads: dict) -> Optional[bool]:
+def append(patch: Patch, state: dict, catalog, heads: dict) -> bool | None:
     """Extend every appendable trace with the rows its run logged after the trace's cursor.
 
     Rows are aggregated into buckets of the trace's width (see
@@ -166,7 +165,7 @@ def append(patch: Patch, state: dict, catalog, heads: dict) -> Optional[bool]:
 
 
 def _extend(patch: Patch, entry: list, found: tuple, kind: str, columns: dict,
-            head: int) -> Optional[bool]:
+            head: int) -> bool | None:
     """Send one trace's new buckets: replace its open last point, extend with the rest."""
     index, tag, points = entry
     last, mean, mn, mx, complete, consumed = found
@@ -208,7 +207,7 @@ def _columns(run, key: str, kind: str, entries: list) -> dict:
     return {e[1]["layer"]: pos[e[1]["layer"]] for e in entries}
 
 
-def move_step(patch: Patch, state: dict, catalog, view: View, heads: Optional[dict]) -> bool:
+def move_step(patch: Patch, state: dict, catalog, view: View, heads: dict | None) -> bool:
     """Move the cursor lines to ``view.step`` and redraw the bars at that step."""
     changed = False
     if state.get("step") != view.step:
@@ -248,7 +247,7 @@ def _bar_hover(step: int) -> str:
     return f"%{{y}}: %{{x:.4g}}<extra>step {step}</extra>"
 
 
-def _state(fig, view: View, items: list, heads: Optional[dict]) -> dict:
+def _state(fig, view: View, items: list, heads: dict | None) -> dict:
     live, bars, cursors, static = [], [], [], False
     if isinstance(fig, dict):
         for i, trace in enumerate(fig.get("data", [])):
@@ -276,7 +275,7 @@ def _bar_colour(trace: dict) -> str:
     return plain[0] if plain else settings.BAR_COLOUR
 
 
-def _heads_of(heads: Optional[dict], state: dict) -> dict:
+def _heads_of(heads: dict | None, state: dict) -> dict:
     return dict(heads) if heads else dict(state.get("heads") or {})
 
 

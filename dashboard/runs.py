@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Optional
 
 from dashboard import settings
 from instrument.store.errors import StoreError
@@ -101,7 +100,7 @@ class RunCatalog:
         """A short label for run ``name`` (the log directory's own name for ``"."``)."""
         return os.path.basename(self.logdir) if name == "." else name
 
-    def latest(self) -> Optional[str]:
+    def latest(self) -> str | None:
         """The run whose store changed last (shown when the URL names none), or None."""
         best, best_time = None, -float("inf")
         for name in self.names():
@@ -116,7 +115,7 @@ class RunCatalog:
                 best, best_time = name, mtime
         return best
 
-    def head(self, name: str, previous: Optional[dict] = None) -> dict:
+    def head(self, name: str, previous: dict | None = None) -> dict:
         """What the poll compares between ticks: first/last step, newest event id, number of
         series and status of run ``name``; ``{"error": message}`` if it cannot be read.
 

@@ -10,8 +10,14 @@ Attributes that need torch (``watch``, ``Monitor``) are imported on first use (P
 ``import instrument.store`` and the dashboard stay torch-free.
 """
 
-from instrument.schedules import (Schedule, dense_then_every, dense_then_pairs, every, log_spaced,
-                                  never)
+from instrument.schedules import (
+    Schedule,
+    dense_then_every,
+    dense_then_pairs,
+    every,
+    log_spaced,
+    never,
+)
 
 __version__ = "0.1.0"
 

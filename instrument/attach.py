@@ -5,20 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from instrument import distributed
-from instrument.cockpit.presets import Preset, resolve as resolve_preset
+from instrument.cockpit.presets import Preset
+from instrument.cockpit.presets import resolve as resolve_preset
 from instrument.context import Context
 from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
 from instrument.monitor import Monitor
 from instrument.schedules import ScheduleSpec, as_schedule
-from instrument.store import schema
 from instrument.store.reader import is_run_dir, store_path
 from instrument.store.writer import StoreWriter
 from instrument.summary import host_summary, model_summary, optimizer_summary, versions
@@ -28,14 +29,14 @@ log = logging.getLogger("avionics")
 DEFAULT_RUN = "runs/run"
 
 
-def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-          run: str = DEFAULT_RUN, *, schedules: Optional[Mapping[str, ScheduleSpec]] = None,
-          loss_fn: Optional[nn.Module] = None, strict: bool = False,
-          name: Optional[str] = None, overwrite: bool = False,
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+          run: str = DEFAULT_RUN, *, schedules: Mapping[str, ScheduleSpec] | None = None,
+          loss_fn: nn.Module | None = None, strict: bool = False,
+          name: str | None = None, overwrite: bool = False,
           flush_interval: float = 0.5, per_rank: bool = False,
-          dashboard: Union[bool, int] = False,
-          thresholds: Optional[Mapping[str, Any]] = None,
-          preset: Union[str, Preset, None] = None) -> Monitor:
+          dashboard: bool | int = False,
+          thresholds: Mapping[str, Any] | None = None,
+          preset: str | Preset | None = None) -> Monitor:
     """Attach avionics to an existing training loop and record into ``run``.
 
     Example::

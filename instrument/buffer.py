@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -47,13 +46,13 @@ class Section:
     fill: float
     reduce: str
     offset: int = 0
-    view: Optional[torch.Tensor] = None  # set by StatBuffer.allocate()
+    view: torch.Tensor | None = None  # set by StatBuffer.allocate()
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
 
-    def host(self, flat) -> "object":
+    def host(self, flat) -> object:
         """This section of a host copy (numpy array), in its shape."""
         return flat[self.offset: self.offset + self.size].reshape(self.shape)
 
@@ -81,8 +80,8 @@ class StatBuffer:
         # without float64 (MPS) fall back to float32.
         self.dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self.sections: dict[str, Section] = {}
-        self.tensor: Optional[torch.Tensor] = None
-        self._template: Optional[torch.Tensor] = None
+        self.tensor: torch.Tensor | None = None
+        self._template: torch.Tensor | None = None
         self._pool: list = []
         self._lock = threading.Lock()
         self.host_transfers = 0  # counted for the tests and the benchmark

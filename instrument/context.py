@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import nn
@@ -22,9 +21,9 @@ class Context:
     """
 
     model: nn.Module
-    optimizer: Optional[torch.optim.Optimizer]
+    optimizer: torch.optim.Optimizer | None
     device: torch.device
-    loss_fn: Optional[nn.Module] = None
+    loss_fn: nn.Module | None = None
     modules: list = field(default_factory=list)
     module_names: list = field(default_factory=list)
     params: list = field(default_factory=list)
@@ -36,8 +35,8 @@ class Context:
     # created by the first one that needs them (e.g. instrument.cockpit's per-sample engine)
 
     @classmethod
-    def build(cls, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],
-              loss_fn: Optional[nn.Module] = None) -> "Context":
+    def build(cls, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+              loss_fn: nn.Module | None = None) -> Context:
         first = next(iter(model.parameters()), None)
         if first is None:
             first = next(iter(model.buffers()), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from instrument.store import schema
 from instrument.store.records import Event
@@ -31,7 +31,7 @@ class Guard:
         self.strict = strict
         self.report = report
 
-    def call(self, inst, method: str, *args, step: Optional[int] = None):
+    def call(self, inst, method: str, *args, step: int | None = None):
         """Call ``inst.<method>(*args)`` unless the instrument is disabled."""
         if inst.disabled:
             return None
@@ -41,7 +41,7 @@ class Guard:
             self.fail(inst, method, exc, step)
             return None
 
-    def fail(self, inst, method: str, exc: Exception, step: Optional[int]) -> None:
+    def fail(self, inst, method: str, exc: Exception, step: int | None) -> None:
         """Disable ``inst`` after ``exc`` (or re-raise under strict)."""
         if self.strict:
             raise exc

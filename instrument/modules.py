@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def saturation_range(module: nn.Module) -> Optional[tuple[float, float]]:
+def saturation_range(module: nn.Module) -> tuple[float, float] | None:
     """The output range of a bounded activation module, or None if it is not one."""
     if isinstance(module, nn.Hardtanh):  # also ReLU6
         return float(module.min_val), float(module.max_val)
@@ -78,7 +78,7 @@ def float_tensors(output) -> Iterator[torch.Tensor]:
             yield from float_tensors(getattr(output, f.name, None))
 
 
-def primary_tensor(output) -> Optional[torch.Tensor]:
+def primary_tensor(output) -> torch.Tensor | None:
     """The first real floating-point tensor of an output: what activation statistics describe."""
     for t in float_tensors(output):
         if not t.is_complex():
@@ -86,7 +86,7 @@ def primary_tensor(output) -> Optional[torch.Tensor]:
     return None
 
 
-def unit_dim(module: nn.Module, out: torch.Tensor, previous: Optional[tuple]) -> int:
+def unit_dim(module: nn.Module, out: torch.Tensor, previous: tuple | None) -> int:
     """The dimension that indexes units (features/channels) of ``out``, for dead-unit counts.
 
     ``previous`` is ``(shape, unit_dim)`` of the leaf module called just before, which an

@@ -18,7 +18,6 @@ import atexit
 import sys
 import time
 import weakref
-from typing import Optional
 
 import torch
 
@@ -96,7 +95,7 @@ class Monitor:
         self._atexit = _register_atexit(self)
 
     # ---- public API ---------------------------------------------------------------------
-    def log(self, data: Optional[dict] = None, /, **scalars) -> None:
+    def log(self, data: dict | None = None, /, **scalars) -> None:
         """Record scalars for the current step: ``log(loss=loss, acc=acc)`` or ``log({"a/b": x})``.
 
         Tensors stay on their device (no host sync); values logged twice in a step are averaged.
@@ -118,7 +117,7 @@ class Monitor:
         self._pre_step(None, (), {})
         self._post_step(None, (), {})
 
-    def close(self, status: str = schema.FINISHED, error: Optional[str] = None) -> None:
+    def close(self, status: str = schema.FINISHED, error: str | None = None) -> None:
         """Record the last step, remove every hook, flush the store and mark the run ended."""
         if self._closed:
             return
@@ -144,7 +143,7 @@ class Monitor:
         """Commit nothing new, but wait until everything queued so far is on disk."""
         self.writer.flush(timeout)
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from collections.abc import Callable
 
 
 class Schedule:
@@ -77,7 +77,7 @@ def never() -> Schedule:
     return Schedule(lambda s: False, "never()")
 
 
-ScheduleSpec = Union[Schedule, Callable[[int], bool], int, bool, None]
+ScheduleSpec = Schedule | Callable[[int], bool] | int | bool | None
 
 
 def as_schedule(spec: ScheduleSpec, what: str = "schedule") -> Schedule:

@@ -1,9 +1,23 @@
 """The dashboard's panels, one module each, in page order (see :mod:`dashboard.panels.base`)."""
 
-from dashboard.panels import (activations, cockpit_alpha, cockpit_curvature, cockpit_distance,
-                              cockpit_gradient_tests, cockpit_hist_1d, cockpit_hist_2d,
-                              cockpit_noise, cockpit_tic, events, grad_norm, header,
-                              learning_rate, ranks, scalars, update_ratio)
+from dashboard.panels import (
+                              activations,
+                              cockpit_alpha,
+                              cockpit_curvature,
+                              cockpit_distance,
+                              cockpit_gradient_tests,
+                              cockpit_hist_1d,
+                              cockpit_hist_2d,
+                              cockpit_noise,
+                              cockpit_tic,
+                              events,
+                              grad_norm,
+                              header,
+                              learning_rate,
+                              ranks,
+                              scalars,
+                              update_ratio,
+)
 
 COCKPIT = (cockpit_alpha, cockpit_distance, cockpit_gradient_tests, cockpit_hist_1d,
            cockpit_hist_2d, cockpit_curvature, cockpit_tic, cockpit_noise)

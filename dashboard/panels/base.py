@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -53,12 +52,12 @@ class View:
     """What the user looks at: runs (first is the primary), replay step, highlighted layer."""
 
     runs: list
-    step: Optional[int] = None  # None: follow the last step
-    layer: Optional[str] = None
+    step: int | None = None  # None: follow the last step
+    layer: str | None = None
     options: tuple = ()
 
     @classmethod
-    def from_dict(cls, data: Optional[dict], options=()) -> "View":
+    def from_dict(cls, data: dict | None, options=()) -> View:
         data = data or {}
         step = data.get("step")
         return cls(list(data.get("runs") or []), None if step is None else int(step),
@@ -74,15 +73,15 @@ class RunInput:
     colour: str
     series: dict = field(default_factory=dict)   # key -> Downsampled (lines, heatmaps)
     bars: dict = field(default_factory=dict)     # key -> (step, layers, values)
-    first_step: Optional[int] = None
-    last_step: Optional[int] = None
+    first_step: int | None = None
+    last_step: int | None = None
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-    error: Optional[str] = None
-    n_series: Optional[int] = None
+    error: str | None = None
+    n_series: int | None = None
     base: int = schema.PYRAMID_BASE
 
-    def step(self, view: View) -> Optional[int]:
+    def step(self, view: View) -> int | None:
         """The step this run shows for ``view`` (the selected one, else its last)."""
         return self.last_step if view.step is None else view.step
 
@@ -181,7 +180,7 @@ def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: 
             item.series[need.key] = ds
 
 
-def cursor_of(item: RunInput, key: str) -> Optional[int]:
+def cursor_of(item: RunInput, key: str) -> int | None:
     """The last step a rendered series covers (its run's last step when it was read, every
     step up to it final): live appends continue after it."""
     return item.last_step

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dashboard.panels import cockpit_common as cc
 from dashboard.panels.base import View
-from instrument.store.schema import CockpitKeys as CK, Keys
+from instrument.store.schema import CockpitKeys as CK
+from instrument.store.schema import Keys
 
 NAME = "cockpit_distance"
 TITLE = "Distance and update size"

@@ -11,7 +11,8 @@ from dashboard import figures, settings
 from dashboard.figures import Grid
 from dashboard.panels.base import BARS, Need, View
 from instrument.store import schema
-from instrument.store.schema import CockpitKeys as CK, HistogramBins
+from instrument.store.schema import CockpitKeys as CK
+from instrument.store.schema import HistogramBins
 
 NAME = "cockpit_hist_2d"
 TITLE = "Individual gradients vs parameter values at the step"

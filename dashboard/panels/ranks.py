@@ -13,7 +13,7 @@ the rank whose compute time or *between-steps* time (data loading, evaluation, l
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -131,9 +131,9 @@ def _bar(cell, labels, values, name, colours) -> dict:
             "hovertemplate": f"%{{x}}: {name} %{{y:.3g}} ms<extra></extra>", "showlegend": True}
 
 
-def rank_stats(step_time: np.ndarray, compute_time: Optional[np.ndarray] = None,
-               between_time: Optional[np.ndarray] = None,
-               weights: Optional[np.ndarray] = None) -> dict:
+def rank_stats(step_time: np.ndarray, compute_time: np.ndarray | None = None,
+               between_time: np.ndarray | None = None,
+               weights: np.ndarray | None = None) -> dict:
     """Per-rank means over steps (NaN-aware) of step, compute and between-steps time, seconds.
 
     Args:
@@ -156,7 +156,7 @@ def rank_stats(step_time: np.ndarray, compute_time: Optional[np.ndarray] = None,
     return out
 
 
-def _mean(values: np.ndarray, weights: Optional[np.ndarray]) -> np.ndarray:
+def _mean(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     """Column means over the finite rows, weighted; NaN for a column without any."""
     w = np.ones(values.shape[0]) if weights is None else np.asarray(weights, dtype=float)
     w = np.where(np.isfinite(values), w[:, None], 0.0)
@@ -185,8 +185,8 @@ def spread(step_time: np.ndarray) -> np.ndarray:
 
 
 def rank_figure(steps: Sequence[int], ranks: Sequence[str], step_time: np.ndarray,
-                compute_time: Optional[np.ndarray] = None, loss: Optional[np.ndarray] = None,
-                step: Optional[int] = None, between_time: Optional[np.ndarray] = None) -> dict:
+                compute_time: np.ndarray | None = None, loss: np.ndarray | None = None,
+                step: int | None = None, between_time: np.ndarray | None = None) -> dict:
     """The panel's figure: step time per rank (ms) with the min..max band across ranks; mean
     compute and between-steps time per rank as stacked bars, stragglers named; the loss per
     rank when given. ``step`` draws a cursor at the selected step."""

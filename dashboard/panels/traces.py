@@ -6,12 +6,10 @@ Pure functions; the appendable ones carry ``meta["live"]`` (see :func:`dashboard
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from dashboard import downsample, figures, settings
-from dashboard.figures import Cell, bars, band, heatmap, line, live_tag
+from dashboard.figures import Cell, band, bars, heatmap, line, live_tag
 from dashboard.panels.base import RunInput, View, cursor_of
 from instrument.store import schema
 
@@ -63,8 +61,8 @@ def layer_lines(cell: Cell, item: RunInput, key: str, *, colours: list,
 
 
 def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscale: str,
-                  label: str, zrange: Optional[tuple] = None, zmid: Optional[float] = None
-                  ) -> Optional[dict]:
+                  label: str, zrange: tuple | None = None, zmid: float | None = None
+                  ) -> dict | None:
     """Layer x step heatmap of ``key`` (bucket means), log10 colours when ``log``."""
     ds = item.series.get(key)
     if ds is None or ds.step.size == 0:
@@ -88,7 +86,7 @@ def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscal
 
 
 def layer_bars(cell: Cell, item: RunInput, key: str, view: View, colour: str,
-               label: str) -> Optional[dict]:
+               label: str) -> dict | None:
     """Bars of ``key`` per layer at the view's step (the last recorded step at or before it)."""
     found = item.bars.get(key)
     if found is None:
@@ -109,8 +107,8 @@ def layer_colours(n: int) -> list:
 
 
 def heatmap_rows(grid, runs: list, key: str, row: int, view: View, *, label: str, log: bool,
-                 colourscale: str, bar_colour: str, zrange: Optional[tuple] = None,
-                 zmid: Optional[float] = None) -> tuple:
+                 colourscale: str, bar_colour: str, zrange: tuple | None = None,
+                 zmid: float | None = None) -> tuple:
     """Fill grid row ``row`` (cells ``[heatmap, bars] * runs``) with ``key`` for every run.
 
     The bars share the heatmap's layer axis (same rows, first layer on top), the heatmap gets

@@ -8,7 +8,6 @@ gradient-noise quantities per layer, without changing the training loop.
 See docs/cockpit.md for the design, every quantity's definition, and the benchmark.
 """
 
-from instrument.cockpit.presets import (BUSINESS, ECONOMY, FULL, PRESETS, SECONDARY, Preset,
-                                        resolve)
+from instrument.cockpit.presets import BUSINESS, ECONOMY, FULL, PRESETS, SECONDARY, Preset, resolve
 
 __all__ = ["BUSINESS", "ECONOMY", "FULL", "PRESETS", "Preset", "SECONDARY", "resolve"]

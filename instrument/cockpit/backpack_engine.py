@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Optional
 
 import torch
 
@@ -31,7 +30,7 @@ class BackpackDiagHessian:
         self.model = extend(self.replica.copy)
         self.loss_fn = extend(copy.deepcopy(_without_hooks(ctx.loss_fn)))
 
-    def compute(self, cap, spec, out: dict) -> Optional[str]:
+    def compute(self, cap, spec, out: dict) -> str | None:
         """Fill ``out`` (param index -> Hessian diagonal of the mean loss); or say why not."""
         from backpack import backpack
         from backpack.extensions import DiagHessian

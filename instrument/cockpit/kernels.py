@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +60,8 @@ class Specs:
 
 
 def from_materialized(st: ParamStats, G: torch.Tensor, want, specs: Specs, B: int,
-                      theta: Optional[torch.Tensor], direction: Optional[torch.Tensor],
-                      mean_out: Optional[torch.Tensor], sgs_out: Optional[torch.Tensor]):
+                      theta: torch.Tensor | None, direction: torch.Tensor | None,
+                      mean_out: torch.Tensor | None, sgs_out: torch.Tensor | None):
     """Add the statistics of the individual gradients ``G`` (``B x n``, one column chunk of a
     parameter) to ``st``. ``theta``/``direction`` are the matching parameter values and
     direction elements; ``mean_out``/``sgs_out`` the matching slices to fill."""
@@ -88,7 +87,7 @@ def from_materialized(st: ParamStats, G: torch.Tensor, want, specs: Specs, B: in
 
 
 def linear_rank_one(st: ParamStats, a: torch.Tensor, delta: torch.Tensor, want, specs: Specs,
-                    weight: torch.Tensor, direction: Optional[torch.Tensor]):
+                    weight: torch.Tensor, direction: torch.Tensor | None):
     """Weight statistics of a Linear layer on 2-D inputs: ``g_i = delta_i a_i^T``."""
     B = a.shape[0]
     need_g = INNER in want or MEAN in want
@@ -119,7 +118,7 @@ def _chunks(total: int, per_unit: int, unit: int = 1):
         yield lo, min(total, lo + step)
 
 
-def weight_chunks(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, tuner: "Tuner"):
+def weight_chunks(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, tuner: Tuner):
     """Yield ``(o0, o1, G)``: individual weight gradients of output channels ``o0:o1`` as a
     ``B x ((o1 - o0) * in_per_out)`` matrix, for Linear (any input rank) and Conv layers."""
     B = a.shape[0]

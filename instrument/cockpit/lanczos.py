@@ -10,7 +10,7 @@ the host with the step's statistics, where :func:`ritz` gives the eigenvalue and
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ def ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple:
     return theta, residual
 
 
-def flat_start(previous: Optional[torch.Tensor], D: int, generator, dtype, device):
+def flat_start(previous: torch.Tensor | None, D: int, generator, dtype, device):
     """The warm start if there is one of the right size, else a seeded random vector."""
     if previous is not None and previous.numel() == D:
         return previous

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import Optional
 
 import torch
 from torch import nn
@@ -58,7 +57,7 @@ class Demand:
     def __init__(self, step):
         self.step = step
         self.stats: set = set()
-        self.direction: Optional[dict] = None  # param index -> tensor (Alpha's end point)
+        self.direction: dict | None = None  # param index -> tensor (Alpha's end point)
         self.keep = False  # keep (a, delta) per layer until post_step (Alpha's start point)
         self.losses = False
         self.inputs = False  # model inputs/outputs and criterion arguments (the probe)
@@ -84,9 +83,9 @@ class Capture:
         self.output = None
         self.crit_args = None  # (args, kwargs) of the criterion call
         self.rng = None
-        self.losses: Optional[torch.Tensor] = None
-        self.reduction: Optional[str] = None
-        self.gscale: Optional[torch.Tensor] = None
+        self.losses: torch.Tensor | None = None
+        self.reduction: str | None = None
+        self.gscale: torch.Tensor | None = None
         self.order: list = []
         self.calls: Counter = Counter()
         self.bn_train: list = []  # (position in order, module name)
@@ -96,23 +95,23 @@ class Capture:
         self.kept_grads: dict = {}  # param index -> individual gradients (B x numel)
         self.params: dict = {}  # param index -> ParamStats
         self.skipped: dict = {}  # layer name -> reason, this capture
-        self.global_reason: Optional[str] = None
+        self.global_reason: str | None = None
         self.errors: list = []
-        self._status: Optional[dict] = None
+        self._status: dict | None = None
         self._finished = False
-        self.p_total: Optional[torch.Tensor] = None
-        self.proj: Optional[torch.Tensor] = None
+        self.p_total: torch.Tensor | None = None
+        self.proj: torch.Tensor | None = None
         self.proj_params: set = set()
 
     @property
-    def factor(self) -> Optional[torch.Tensor]:
+    def factor(self) -> torch.Tensor | None:
         """``delta = output_grad * factor``: ``B`` (mean) or 1 (sum) over the loss's scale."""
         if self.gscale is None or self.reduction is None:
             return None
         n = self.B if self.reduction in MEAN_LIKE else 1
         return n / self.gscale
 
-    def finish(self) -> "Capture":
+    def finish(self) -> Capture:
         """Called by consumers when gradients are final: re-raise hook errors, add up layers."""
         if self.errors:
             err, self.errors = self.errors[0], []
@@ -131,7 +130,7 @@ class PerSampleEngine:
     KEY = "cockpit.persample"
 
     @classmethod
-    def of(cls, ctx) -> "PerSampleEngine":
+    def of(cls, ctx) -> PerSampleEngine:
         engine = ctx.services.get(cls.KEY)
         if engine is None:
             engine = ctx.services[cls.KEY] = cls(ctx)
@@ -150,8 +149,8 @@ class PerSampleEngine:
         if self.loss_fn is not None and hasattr(self.loss_fn, "reduction"):
             self._crit_none = copy.copy(self.loss_fn)  # own __dict__: the user's stays as is
             self._crit_none.reduction = "none"
-        self.demand: Optional[Demand] = None
-        self.capture: Optional[Capture] = None
+        self.demand: Demand | None = None
+        self.capture: Capture | None = None
         self._attached = False
         self._noted: set = set()
         self._notes: list = []
@@ -181,7 +180,7 @@ class PerSampleEngine:
                                                     "module's forward (not by a leaf layer)"))
 
     @staticmethod
-    def _unsupported(m: nn.Module) -> Optional[str]:
+    def _unsupported(m: nn.Module) -> str | None:
         kind = type(m).__name__
         if isinstance(m, _BatchNorm):
             return (f"{kind} parameters have no per-sample gradients in train mode and are not "
@@ -225,7 +224,7 @@ class PerSampleEngine:
             c.inputs = c.output = c.crit_args = None
 
     # ---- consumers ----------------------------------------------------------------------
-    def request(self, step: int, stats=(), *, direction: Optional[dict] = None,
+    def request(self, step: int, stats=(), *, direction: dict | None = None,
                 keep: bool = False, losses: bool = False, inputs: bool = False,
                 rng: bool = False) -> None:
         """Ask for statistics of step ``step``'s first forward/backward (call in begin_step)."""
@@ -241,7 +240,7 @@ class PerSampleEngine:
         d.inputs |= inputs
         d.rng |= rng
 
-    def capture_for(self, step: int) -> Optional[Capture]:
+    def capture_for(self, step: int) -> Capture | None:
         """The capture of ``step`` (None if that step had no captured forward)."""
         c = self.capture
         return c if c is not None and c.step == step else None
@@ -391,7 +390,6 @@ class PerSampleEngine:
             for pos, mi in enumerate(c.order):
                 first.setdefault(mi, pos)
             for mi in c.io:
-                layer = self.layers[mi]
                 a = c.io[mi]
                 if c.global_reason:
                     st[mi] = c.global_reason
@@ -502,7 +500,7 @@ class PerSampleEngine:
             c.proj_params.add(pidx)
 
 
-def _batch_size(args, kwargs) -> Optional[int]:
+def _batch_size(args, kwargs) -> int | None:
     for v in list(args) + list(kwargs.values()):
         if torch.is_tensor(v) and v.dim() > 0:
             return int(v.shape[0])

@@ -8,8 +8,8 @@ scheduled alone with ``watch(schedules={"norm_test": 10})``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional, Union
 
 from instrument.cockpit import constants as C
 
@@ -53,7 +53,7 @@ class Preset:
         lanczos_iterations: Hessian-vector products per HessMaxEV step.
     """
 
-    name: Optional[str] = None
+    name: str | None = None
     extra: tuple = ()
     curvature: str = "ggn"
     hist_1d_bins: int = C.HIST_1D_BINS
@@ -109,11 +109,11 @@ class Resolved:
         """Make the options visible to the instruments (``ctx.services``)."""
         ctx.services["cockpit.options"] = self.options
 
-    def describe(self) -> Optional[dict]:
+    def describe(self) -> dict | None:
         return self.options.describe() if self.enabled else None
 
 
-def resolve(preset: Union[str, Preset, None], schedules: Mapping, loss_fn,
+def resolve(preset: str | Preset | None, schedules: Mapping, loss_fn,
             optional_names) -> Resolved:
     """Validate ``preset`` and the schedules that name optional instruments.
 

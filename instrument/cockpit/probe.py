@@ -12,7 +12,6 @@ one replayed forward between the diagonal curvature and the HVPs. See
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -35,10 +34,10 @@ class ProbeResult:
     def __init__(self, step):
         self.step = step
         self.diag: dict = {}  # param index -> diagonal curvature (param-shaped)
-        self.alphas: Optional[torch.Tensor] = None
-        self.betas: Optional[torch.Tensor] = None
-        self.loss: Optional[torch.Tensor] = None  # the replayed mean loss (detached)
-        self.error: Optional[BaseException] = None
+        self.alphas: torch.Tensor | None = None
+        self.betas: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None  # the replayed mean loss (detached)
+        self.error: BaseException | None = None
 
 
 class CurvatureProbe:
@@ -47,7 +46,7 @@ class CurvatureProbe:
     KEY = "cockpit.probe"
 
     @classmethod
-    def of(cls, ctx) -> "CurvatureProbe":
+    def of(cls, ctx) -> CurvatureProbe:
         probe = ctx.services.get(cls.KEY)
         if probe is None:
             probe = ctx.services[cls.KEY] = cls(ctx)
@@ -57,14 +56,14 @@ class CurvatureProbe:
         self.ctx = ctx
         self.engine = PerSampleEngine.of(ctx)
         self.options = self.engine.options
-        self.replica: Optional[Replica] = None
+        self.replica: Replica | None = None
         self._backpack = None
         self._want: dict = {}  # step -> {"diag", "hvp"}
-        self._result: Optional[ProbeResult] = None
-        self._warm: Optional[torch.Tensor] = None
+        self._result: ProbeResult | None = None
+        self._warm: torch.Tensor | None = None
         self._generator = None
-        self._copy_error: Optional[str] = None
-        self._hvp_broken: Optional[str] = None
+        self._copy_error: str | None = None
+        self._hvp_broken: str | None = None
         self._criterion = copy.copy(ctx.loss_fn)  # called through .forward: none of its hooks
 
     def setup(self) -> None:
@@ -83,7 +82,7 @@ class CurvatureProbe:
         self._want = {s: w for s, w in self._want.items() if s >= step}
         self.engine.request(step, inputs=True, rng=True)
 
-    def result(self, step: int) -> Optional[ProbeResult]:
+    def result(self, step: int) -> ProbeResult | None:
         """The probe of ``step``, computed on first call (from a consumer's pre_step)."""
         r = self._result
         if r is not None and r.step == step:
@@ -129,7 +128,7 @@ class CurvatureProbe:
         if want:
             self._autograd(cap, spec, want, r)
 
-    def _forward(self, cap, spec, copy_model, record: Optional[dict]):
+    def _forward(self, cap, spec, copy_model, record: dict | None):
         """Replay forward + loss on ``copy_model``; returns ``(mean_loss, z)``."""
         args, kwargs = cap.inputs
         handles = []

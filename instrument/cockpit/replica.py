@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Optional
 
 import torch
 from torch import nn
@@ -85,7 +84,7 @@ class Replica:
         return {id(s): d for s, d in zip(self._src_params, self._dst_params)}
 
 
-def replay_spec(output, crit_input) -> Optional[tuple]:
+def replay_spec(output, crit_input) -> tuple | None:
     """How the criterion's input derives from the model's output: ``(index, shape)`` of the
     output tensor (in :func:`float_tensors` order) that is, or is a view of, the criterion's
     input; None if it is neither (e.g. further computation in the loop)."""
@@ -114,7 +113,7 @@ def with_input(args, kwargs, value):
 class fork_rng_at:
     """Context manager: fork the RNG streams and start them at a captured state."""
 
-    def __init__(self, state: Optional[dict], device: torch.device):
+    def __init__(self, state: dict | None, device: torch.device):
         self.state = state
         devices = [device] if device.type == "cuda" else []
         self.fork = torch.random.fork_rng(devices=devices)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Optional
 from urllib.parse import quote
 
 HELP = "serve the browser dashboard for the runs under a log directory"
@@ -97,8 +96,8 @@ class DashboardProcess:
         host: address to listen on.
     """
 
-    def __init__(self, logdir: str, run: Optional[str] = None, port: Optional[int] = None,
-                 host: Optional[str] = None):
+    def __init__(self, logdir: str, run: str | None = None, port: int | None = None,
+                 host: str | None = None):
         from dashboard.serve import DEFAULT_HOST, DEFAULT_PORT, url
 
         self.logdir = os.path.abspath(logdir)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -59,8 +59,8 @@ class Engine:
         strict: re-raise a failing rule's error (tests) instead of disabling the rule.
     """
 
-    def __init__(self, facts: RunFacts, thresholds: Optional[Thresholds] = None,
-                 rules: Optional[Iterable] = None, *, console: bool = True,
+    def __init__(self, facts: RunFacts, thresholds: Thresholds | None = None,
+                 rules: Iterable | None = None, *, console: bool = True,
                  strict: bool = False):
         from instrument.diagnosis.rules import RULES
 

@@ -10,7 +10,6 @@ without torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 # module kinds the rules care about
 RELU, BOUNDED, DROPOUT, BATCHNORM, LINEAR, CONV, EMBEDDING, NORM, SHAPE, OTHER = (
@@ -33,22 +32,22 @@ class RunFacts:
     # {name, shape, trainable, in_optimizer, in_model, group, module, kind}, context order
     params: list = field(default_factory=list)
     modules: list = field(default_factory=list)  # {name, type, kind}, model order
-    criterion: Optional[dict] = None  # {class, kind, reduction, ignore_index}
+    criterion: dict | None = None  # {class, kind, reduction, ignore_index}
     instruments: list = field(default_factory=list)  # instruments that record at some step
-    optimizer: Optional[str] = None
+    optimizer: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Optional[dict]) -> "RunFacts":
+    def from_dict(cls, d: dict | None) -> RunFacts:
         d = d or {}
         return cls(params=list(d.get("params", [])), modules=list(d.get("modules", [])),
                    criterion=d.get("criterion"), instruments=list(d.get("instruments", [])),
                    optimizer=d.get("optimizer"))
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "RunFacts":
+    def from_meta(cls, meta: dict) -> RunFacts:
         """Facts of a saved run; older runs without them get what the generic meta tells."""
         diag = meta.get("diagnosis") or {}
         if "facts" in diag:
@@ -62,7 +61,7 @@ class RunFacts:
     def has(self, instrument: str) -> bool:
         return instrument in self.instruments
 
-    def param(self, name: str) -> Optional[dict]:
+    def param(self, name: str) -> dict | None:
         for p in self.params:
             if p["name"] == name:
                 return p
@@ -78,7 +77,7 @@ class RunFacts:
         return [m["name"] for m in self.modules if m["kind"] in kinds]
 
     @property
-    def output_module(self) -> Optional[str]:
+    def output_module(self) -> str | None:
         """The last leaf module in model order: the one whose output is usually the model's."""
         return self.modules[-1]["name"] if self.modules else None
 
@@ -136,7 +135,7 @@ def module_kind(module) -> str:
     return OTHER
 
 
-def _criterion(loss_fn) -> Optional[dict]:
+def _criterion(loss_fn) -> dict | None:
     if loss_fn is None:
         return None
     from torch import nn

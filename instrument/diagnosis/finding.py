@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from instrument.store.records import Event
 
@@ -23,16 +24,16 @@ class Finding:
     """
 
     message: str
-    layer: Optional[str] = None
+    layer: str | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
-    severity: Optional[str] = None
+    severity: str | None = None
     code: str = ""
-    step: Optional[int] = None
-    suggestion: Optional[str] = None
+    step: int | None = None
+    suggestion: str | None = None
     stored: bool = False
     wall_time: float = field(default_factory=time.time)
     per_layer: bool = True
-    explained_by: Optional[tuple] = None
+    explained_by: tuple | None = None
 
     @property
     def key(self) -> tuple:
@@ -46,7 +47,7 @@ class Finding:
                      wall_time=self.wall_time)
 
     @classmethod
-    def from_event(cls, e) -> "Finding":
+    def from_event(cls, e) -> Finding:
         """A finding for an event an instrument stored (reported, never stored again)."""
         return cls(e.message, e.layer, dict(e.evidence or {}), e.severity, e.code, e.step,
                    e.suggestion, stored=True, wall_time=e.wall_time)

@@ -9,7 +9,7 @@ it re-runs on a saved run.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class _Ring:
     the last ``n`` rows are always one contiguous slice: reading a window copies nothing.
     """
 
-    def __init__(self, maxlen: int, layers: Optional[list]):
+    def __init__(self, maxlen: int, layers: list | None):
         self.maxlen = maxlen
         self.layers = None if layers is None else list(layers)
         self.index = {n: i for i, n in enumerate(self.layers or ())}
@@ -69,7 +69,7 @@ class _Ring:
             values = row
         self._append(step, values)
 
-    def window(self, n: Optional[int]) -> tuple:
+    def window(self, n: int | None) -> tuple:
         """``(steps, rows)`` of the last ``n`` records (all kept if None), oldest first."""
         k = len(self) if n is None else min(n, len(self))
         end = self._pos + self.maxlen + 1
@@ -88,15 +88,15 @@ class History:
             allow).
     """
 
-    def __init__(self, maxlen: int, keys: Optional[Iterable[str]] = None,
-                 sizes: Optional[dict] = None):
+    def __init__(self, maxlen: int, keys: Iterable[str] | None = None,
+                 sizes: dict | None = None):
         self.maxlen = maxlen
         self.sizes = dict(sizes or {})
         keys = None if keys is None else set(keys)
         # "lr/*" keeps every series whose name starts with "lr/" (per-param-group scalars)
         self.prefixes = tuple(k[:-1] for k in keys or () if k.endswith("/*"))
         self.keys = None if keys is None else {k for k in keys if not k.endswith("/*")}
-        self.step: Optional[int] = None
+        self.step: int | None = None
         self.events: list = []  # events stored at source for the current step
         self.found: set = set()  # codes found so far (set by the engine)
         self._now: set = set()
@@ -151,7 +151,7 @@ class History:
             return float(self._scalars[key].window(1)[1][0, 0])
         return self._layers[key].window(1)[1][0].astype(np.float64)
 
-    def scalar(self, key: str, n: Optional[int] = None) -> tuple:
+    def scalar(self, key: str, n: int | None = None) -> tuple:
         """The last ``n`` records (all kept if None) of a scalar: ``(steps, values)``."""
         ring = self._scalars.get(key)
         if ring is None:
@@ -159,7 +159,7 @@ class History:
         steps, rows = ring.window(n)
         return steps, rows[:, 0]
 
-    def layer(self, key: str, n: Optional[int] = None) -> tuple:
+    def layer(self, key: str, n: int | None = None) -> tuple:
         """The last ``n`` records of a layer series: ``(steps, matrix[records, layers], names)``.
         The matrix is float32 (the store's precision) and must not be modified."""
         ring = self._layers.get(key)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from instrument.diagnosis.engine import Engine
 from instrument.diagnosis.facts import RunFacts, collect
@@ -12,7 +13,7 @@ from instrument.diagnosis.thresholds import Thresholds
 log = logging.getLogger("avionics")
 
 
-def check_thresholds(thresholds: Optional[Mapping[str, Any]]) -> Thresholds:
+def check_thresholds(thresholds: Mapping[str, Any] | None) -> Thresholds:
     """Validate ``watch(thresholds=...)`` in the caller's frame (clear errors, see Thresholds)."""
     from instrument.diagnosis.rules import CODES
 

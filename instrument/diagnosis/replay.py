@@ -8,8 +8,9 @@ bounded for long runs. Imports no torch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ class Diagnosis:
         return [f for f in self.findings if f.severity == schema.CRITICAL]
 
 
-def diagnose(run: Run, thresholds: Optional[Mapping[str, Any]] = None) -> Diagnosis:
+def diagnose(run: Run, thresholds: Mapping[str, Any] | None = None) -> Diagnosis:
     """Run the rules over a saved run.
 
     Args:

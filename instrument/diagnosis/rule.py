@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from instrument.store import schema
 
@@ -59,7 +59,7 @@ class Rule:
     after_nonfinite: bool = False
     suppressed_by: tuple = ()
     per_layer: bool = True
-    windows: Optional[Callable] = None
+    windows: Callable | None = None
 
     def __post_init__(self):
         if self.severity not in schema.SEVERITIES:
@@ -75,7 +75,7 @@ class Rule:
             return _rule_of_module, (module,)
         return super().__reduce_ex__(protocol)
 
-    def silent_reason(self, facts) -> Optional[str]:
+    def silent_reason(self, facts) -> str | None:
         """Why this rule cannot fire on a run with these facts, or None if it can."""
         missing = [n for n in self.needs if not facts.has(n)]
         if "criterion" in missing or "logits" in missing:

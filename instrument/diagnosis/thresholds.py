@@ -16,8 +16,9 @@ import dataclasses
 import difflib
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 
 def _t(default: Any, doc: str):
@@ -204,8 +205,8 @@ class Thresholds:
         return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}[name]
 
     @classmethod
-    def from_overrides(cls, overrides: Optional[Mapping[str, Any]] = None,
-                       known_codes: Optional[tuple] = None) -> "Thresholds":
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None,
+                       known_codes: tuple | None = None) -> Thresholds:
         """Defaults with ``overrides`` applied, checked.
 
         Args:

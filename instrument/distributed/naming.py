@@ -9,7 +9,7 @@ single-process run of the same model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

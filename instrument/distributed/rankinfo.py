@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 NODE_ENV = ("GROUP_RANK", "SLURM_NODEID", "NODE_RANK")
 """Environment variables naming this process's node, in order of preference (torchrun sets
@@ -14,7 +13,7 @@ GROUP_RANK; SLURM and Lightning use the others)."""
 LOCAL_RANK_ENV = ("LOCAL_RANK", "SLURM_LOCALID")
 
 
-def _env_int(names) -> Optional[int]:
+def _env_int(names) -> int | None:
     for name in names:
         value = os.environ.get(name)
         if value is not None and value.strip().lstrip("-").isdigit():
@@ -29,14 +28,14 @@ class RankInfo:
 
     rank: int
     world_size: int
-    local_rank: Optional[int]
-    node: Optional[int]
+    local_rank: int | None
+    node: int | None
     host: str
     pid: int
     device: str = ""
 
     @classmethod
-    def here(cls, rank: int, world_size: int, device: str = "") -> "RankInfo":
+    def here(cls, rank: int, world_size: int, device: str = "") -> RankInfo:
         return cls(rank=rank, world_size=world_size, local_rank=_env_int(LOCAL_RANK_ENV),
                    node=_env_int(NODE_ENV), host=socket.gethostname(), pid=os.getpid(),
                    device=device)

@@ -44,7 +44,6 @@ import json
 import math
 import time
 import warnings
-from typing import Optional
 
 import numpy as np
 import torch

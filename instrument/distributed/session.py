@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch.distributed as dist
 
@@ -36,7 +36,7 @@ PER_PARAMETER = ("grad_norm", "weight_norm", "update", "adaptive_lr")
 WRITER_RANK = 0
 
 
-def active_world() -> Optional[tuple]:
+def active_world() -> tuple | None:
     """``(rank, world_size)`` if a process group of two or more ranks is up, else None."""
     if not (dist.is_available() and dist.is_initialized()):
         launched = os.environ.get("WORLD_SIZE", "1")
@@ -52,7 +52,7 @@ def active_world() -> Optional[tuple]:
 
 
 def join(ctx, prepare_run_dir: Callable[[], str], *, per_rank: bool = False,
-         strict: bool = False) -> Optional["Session"]:
+         strict: bool = False) -> Session | None:
     """Start the distributed session for ``ctx``, or return None without a process group of
     two or more ranks (single-process behaviour, no collectives).
 
@@ -120,8 +120,8 @@ class Session:
         self.per_rank = per_rank
         self.strict = strict
         self.notes = list(topo.notes)
-        self.reducer: Optional[Reducer] = None
-        self.rankview: Optional[RankView] = None
+        self.reducer: Reducer | None = None
+        self.rankview: RankView | None = None
         self.writer = None
 
     @property

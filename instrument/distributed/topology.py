@@ -23,7 +23,6 @@ pipeline parallelism) is not supported: the per-batch statistics are then not co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch.distributed as dist
 from torch import nn
@@ -55,7 +54,7 @@ class Topology:
     world_size: int
     groups: list = field(default_factory=list)
     data_parallel: bool = True  # activations/loss add up over the whole world
-    mesh: Optional[dict] = None
+    mesh: dict | None = None
     notes: list = field(default_factory=list)
 
     @property

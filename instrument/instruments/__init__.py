@@ -4,6 +4,7 @@ results of earlier ones: e.g. ``update`` divides by ``weight_norm``, ``nonfinite
 To add an instrument, write one file in this folder and add its class to ``REGISTRY``.
 """
 
+from instrument.cockpit.instruments import COCKPIT_INSTRUMENTS  # noqa: E402  (optional ones)
 from instrument.instruments.activations import Activations
 from instrument.instruments.adaptive_lr import AdaptiveLR
 from instrument.instruments.base import HostStep, Instrument
@@ -20,8 +21,6 @@ from instrument.instruments.train_mode import TrainMode
 from instrument.instruments.update import Update
 from instrument.instruments.weight_norm import WeightNorm
 from instrument.instruments.zero_grad import ZeroGrad
-
-from instrument.cockpit.instruments import COCKPIT_INSTRUMENTS  # noqa: E402  (optional ones)
 
 REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
             NonFinite,

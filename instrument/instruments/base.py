@@ -19,7 +19,7 @@ To add an instrument: one file here with a subclass, one line in ``instruments/_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -59,19 +59,19 @@ class Instrument:
     """Optional instruments (the Cockpit ones) exist only when ``watch(preset=...)`` or
     ``watch(schedules={name: ...})`` asks for them."""
 
-    def __init__(self, ctx: "Context"):
+    def __init__(self, ctx: Context):
         self.ctx = ctx
         self.disabled = False
 
     @classmethod
-    def applies(cls, ctx: "Context") -> bool:
+    def applies(cls, ctx: Context) -> bool:
         """False if this instrument has nothing to measure for this model/optimizer."""
         return True
 
-    def setup(self, buffer: "StatBuffer") -> None:
+    def setup(self, buffer: StatBuffer) -> None:
         """Reserve buffer sections (called once by the monitor, before the first step)."""
 
-    def run_schedule(self, schedule: "Schedule") -> "Schedule":
+    def run_schedule(self, schedule: Schedule) -> Schedule:
         """The steps the monitor runs this instrument on, given the user's ``schedule``.
         Two-step instruments extend it (e.g. also the step after each scheduled step)."""
         return schedule
@@ -116,7 +116,7 @@ class Instrument:
         """True if this instrument implements hook ``method`` (the monitor dispatches only to those)."""
         return getattr(type(self), method) is not getattr(Instrument, method)
 
-    def event(self, code: str, severity: str, message: str, step: Optional[int],
-              layer: Optional[str] = None, **evidence) -> Event:
+    def event(self, code: str, severity: str, message: str, step: int | None,
+              layer: str | None = None, **evidence) -> Event:
         """An event attributed to this instrument."""
         return Event(code, severity, message, step=step, layer=layer, evidence=evidence or None)

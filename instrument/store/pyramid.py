@@ -57,7 +57,7 @@ class _Records:
         return _Records(self.first[starts], self.last[ends - 1], np.add.reduceat(self.n, starts),
                         np.add.reduceat(self.acc, starts, 0), np.fmax.reduceat(self.ext, starts, 0))
 
-    def merge_first(self, other: "_Records") -> None:
+    def merge_first(self, other: _Records) -> None:
         """Fold the single-row ``other`` (an earlier part of the same bucket) into row 0."""
         w, ow = self.width, other.width
         acc, ext = other.acc, other.ext

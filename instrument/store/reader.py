@@ -17,16 +17,21 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from instrument.store import schema
-from instrument.store.errors import (RunNotFoundError, SchemaVersionError, StoreCorruptError,
-                                     StoreError, StoreLockedError)
+from instrument.store.errors import (
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+)
 
 READ_BUSY_TIMEOUT_MS = 2000
 """How long a read waits for a lock before reporting the store as locked."""
@@ -44,7 +49,7 @@ def is_run_dir(path: str) -> bool:
     return os.path.isfile(store_path(path))
 
 
-def load(path: str, integrity: bool = True) -> "Run":
+def load(path: str, integrity: bool = True) -> Run:
     """Open the run stored in directory ``path`` (or its ``avionics.db`` file) for reading.
 
     Args:
@@ -82,7 +87,7 @@ class Downsampled:
     mean: np.ndarray
     min: np.ndarray
     max: np.ndarray
-    layers: Optional[list]
+    layers: list | None
 
 
 class Run:
@@ -168,7 +173,7 @@ class Run:
         return meta
 
     # ---- catalogue --------------------------------------------------------------------------
-    def keys(self, kind: Optional[str] = None) -> list:
+    def keys(self, kind: str | None = None) -> list:
         """Names of the recorded series, optionally only ``"scalar"`` or ``"layer"`` ones."""
         out = []
         for _, key, kd, names in self._catalogue():
@@ -193,7 +198,7 @@ class Run:
             return tuple(conn.execute("SELECT (SELECT MIN(step) FROM steps), "
                                       "(SELECT MAX(step) FROM steps)").fetchone())
 
-    def last_step(self) -> Optional[int]:
+    def last_step(self) -> int | None:
         """The last logged step, or None."""
         return self.step_range()[1]
 
@@ -203,7 +208,7 @@ class Run:
         return [(sid, key, kd, json.loads(layers) if layers else []) for sid, key, kd, layers
                 in rows]
 
-    def _locate(self, key: str, kind: str) -> Optional[tuple]:
+    def _locate(self, key: str, kind: str) -> tuple | None:
         """``(series id, column names, column of key or None, dtype)`` of a series."""
         for sid, k, kd, names in self._catalogue():
             if kind == schema.SCALAR and kd == schema.SCALARS_KIND and key in names:
@@ -213,8 +218,8 @@ class Run:
         return None
 
     # ---- tidy frames --------------------------------------------------------------------------
-    def scalars(self, keys: Optional[Iterable[str]] = None, start: Optional[int] = None,
-                stop: Optional[int] = None) -> pd.DataFrame:
+    def scalars(self, keys: Iterable[str] | None = None, start: int | None = None,
+                stop: int | None = None) -> pd.DataFrame:
         """Scalar series as rows ``step, wall_time, key, value`` (steps in ``[start, stop]``)."""
         keys = None if keys is None else set(keys)
         lo, hi = _bounds(start, stop)
@@ -245,9 +250,9 @@ class Run:
         return pd.concat(frames, ignore_index=True).sort_values(["step", "key"],
                                                                 ignore_index=True)
 
-    def layers(self, keys: Optional[Iterable[str]] = None,
-               layers: Optional[Iterable[str]] = None, start: Optional[int] = None,
-               stop: Optional[int] = None, dropna: bool = False) -> pd.DataFrame:
+    def layers(self, keys: Iterable[str] | None = None,
+               layers: Iterable[str] | None = None, start: int | None = None,
+               stop: int | None = None, dropna: bool = False) -> pd.DataFrame:
         """Layer series as rows ``step, layer, key, value``.
 
         A NaN value means the layer was not recorded at that step (a module not called, a
@@ -288,8 +293,8 @@ class Run:
             df = df[df["value"].notna()].reset_index(drop=True)
         return df
 
-    def events(self, codes: Optional[Iterable[str]] = None, start: Optional[int] = None,
-               stop: Optional[int] = None, after_id: Optional[int] = None) -> pd.DataFrame:
+    def events(self, codes: Iterable[str] | None = None, start: int | None = None,
+               stop: int | None = None, after_id: int | None = None) -> pd.DataFrame:
         """Events as rows ``id, step, wall_time, code, severity, layer, message, evidence,
         suggestion, rank``; ``evidence`` is a dict or None. ``after_id`` reads only newer rows."""
         lo, hi = _bounds(start, stop)
@@ -310,9 +315,9 @@ class Run:
         return df
 
     # ---- views for the dashboard ---------------------------------------------------------------
-    def series(self, key: str, kind: str = schema.SCALAR, start: Optional[int] = None,
-               stop: Optional[int] = None, max_points: int = 2000,
-               layers: Optional[Sequence[str]] = None) -> Optional[Downsampled]:
+    def series(self, key: str, kind: str = schema.SCALAR, start: int | None = None,
+               stop: int | None = None, max_points: int = 2000,
+               layers: Sequence[str] | None = None) -> Downsampled | None:
         """Series ``key`` over ``[start, stop]`` with about ``max_points`` rows at most.
 
         Reads the coarsest needed level of the downsampling pyramid, so the cost does not grow
@@ -420,7 +425,7 @@ class Run:
         have = ~np.isnan(mat[:, col])
         return steps[have], mat[have, col]
 
-    def at_step(self, key: str, step: int) -> Optional[tuple]:
+    def at_step(self, key: str, step: int) -> tuple | None:
         """Layer series ``key`` at the last recorded step ``<= step``: ``(step, layers, values)``."""
         loc = self._locate(key, schema.LAYER)
         if loc is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,11 @@ class Event:
     code: str
     severity: str
     message: str
-    step: Optional[int] = None
-    layer: Optional[str] = None
-    evidence: Optional[Mapping[str, Any]] = None
-    suggestion: Optional[str] = None
-    rank: Optional[int] = None
+    step: int | None = None
+    layer: str | None = None
+    evidence: Mapping[str, Any] | None = None
+    suggestion: str | None = None
+    rank: int | None = None
     wall_time: float = field(default_factory=time.time)
 
     def __post_init__(self):

@@ -23,7 +23,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def _put_meta(conn, meta: dict) -> None:
 class _Series:
     """A registered series: its row id, layer order and pyramid."""
 
-    def __init__(self, sid: int, kind: str, layers: Optional[list]):
+    def __init__(self, sid: int, kind: str, layers: list | None):
         self.id = sid
         self.kind = kind
         self.layers = list(layers) if layers is not None else None

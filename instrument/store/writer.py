@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from instrument.store import schema
 from instrument.store.records import Event, StepData
@@ -65,13 +66,13 @@ class StoreWriter:
 
     def __init__(self, path: str, meta: dict, *, flush_interval: float = 0.5,
                  observers: Iterable[Observer] = (), strict: bool = False,
-                 mode: Optional[str] = None):
+                 mode: str | None = None):
         self.path = path
         self.flush_interval = flush_interval
         self.strict = strict
         self._queue: deque = deque()  # append/popleft are atomic: no lock on the hot path
         self._wake = threading.Event()  # set only by flush() and close()
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._failed = False
         self._closed = False
         create_store(path, {**meta, "status": schema.RUNNING, "heartbeat": time.time()})

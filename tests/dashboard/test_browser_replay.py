@@ -3,9 +3,9 @@ step and highlights its layer; the URL follows."""
 
 from __future__ import annotations
 
-import pytest
 import fnmatch
 
+import pytest
 from dash.testing.wait import until
 from selenium.webdriver.common.keys import Keys
 

@@ -41,9 +41,10 @@ def test_refresh_budget_at_a_million_steps(big_run):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_every_trace_within_the_point_budgets(big_run):
+    import os
+
     from dashboard import create_app
     from dashboard.panels import PANELS
-    import os
 
     client = create_app(os.path.dirname(big_run)).server.test_client()
     view = {"runs": ["run"], "step": None, "layer": None}

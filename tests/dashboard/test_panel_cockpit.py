@@ -13,14 +13,25 @@ import numpy as np
 import pytest
 
 from dashboard import refresh
-from dashboard.panels import (COCKPIT, PANELS, base, cockpit_alpha, cockpit_curvature,
-                              cockpit_distance, cockpit_gradient_tests, cockpit_hist_1d,
-                              cockpit_hist_2d, cockpit_noise, cockpit_tic)
+from dashboard.panels import (
+    COCKPIT,
+    PANELS,
+    base,
+    cockpit_alpha,
+    cockpit_curvature,
+    cockpit_distance,
+    cockpit_gradient_tests,
+    cockpit_hist_1d,
+    cockpit_hist_2d,
+    cockpit_noise,
+    cockpit_tic,
+)
 from dashboard.panels.base import View
 from dashboard.runs import RunCatalog
 from instrument.store.reader import store_path
 from instrument.store.records import LayerValues, StepData
-from instrument.store.schema import CockpitKeys as CK, HistogramBins, Keys
+from instrument.store.schema import CockpitKeys as CK
+from instrument.store.schema import HistogramBins, Keys
 from instrument.store.writer import StoreWriter
 from tests.dashboard.panel_inputs import decode, run_input, traces
 

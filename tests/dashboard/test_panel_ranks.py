@@ -20,7 +20,6 @@ def _run(run_id="r", level=0):
     compute = np.tile([0.010, 0.010, 0.011], (n, 1))
     between = np.tile([0.002, 0.030, 0.002], (n, 1))  # rank 1 loads data slowly
     step = compute + between
-    count = np.full(n, 4 ** level)
     return run_input(run_id, series_list=[
         series(Keys.RANK_STEP_TIME, steps, step, layers=RANKS, level=level),
         series(Keys.RANK_COMPUTE_TIME, steps, compute, layers=RANKS, level=level),

@@ -3,7 +3,6 @@ Under strict=True the error is raised instead."""
 
 import pytest
 import torch
-from torch import nn
 
 import instrument
 from instrument.guard import InstrumentWarning

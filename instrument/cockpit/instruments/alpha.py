@@ -20,8 +20,6 @@ Needs an optimizer (``monitor.step()`` loops update before the monitor could see
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -40,7 +38,7 @@ def _moments(losses: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     return torch.stack([l.mean(), l.var(), p.mean(), p.var()])
 
 
-def fit_alpha(start: np.ndarray, end: np.ndarray) -> Optional[float]:
+def fit_alpha(start: np.ndarray, end: np.ndarray) -> float | None:
     """Alpha from ``start = [f, var_f, df, var_df, s]`` and ``end = [f, var_f, df, var_df]``;
     None if the fit is undefined (no step, or a singular system)."""
     f0, vf0, df0, vdf0, s = (float(v) for v in start)

@@ -6,13 +6,27 @@ To add a rule: write ``rules/<code>.py`` with a ``check`` function and ``RULE = 
 docs/rules.md. Rules that explain other rules' symptoms come first (``suppressed_by``).
 """
 
-from instrument.diagnosis.rules import (activation_scale, clipping_saturated, dead_units,
-                                        eval_mode_training, exploding_gradients,
-                                        frozen_parameters, initial_loss, input_scale,
-                                        loss_at_chance, lr_schedule_increasing, lr_too_high,
-                                        lr_too_low, missing_zero_grad, nonfinite,
-                                        probabilities_into_loss, repeated_batch,
-                                        saturated_units, single_label_batch, vanishing_gradients)
+from instrument.diagnosis.rules import (
+                                        activation_scale,
+                                        clipping_saturated,
+                                        dead_units,
+                                        eval_mode_training,
+                                        exploding_gradients,
+                                        frozen_parameters,
+                                        initial_loss,
+                                        input_scale,
+                                        loss_at_chance,
+                                        lr_schedule_increasing,
+                                        lr_too_high,
+                                        lr_too_low,
+                                        missing_zero_grad,
+                                        nonfinite,
+                                        probabilities_into_loss,
+                                        repeated_batch,
+                                        saturated_units,
+                                        single_label_batch,
+                                        vanishing_gradients,
+)
 
 RULES = tuple(m.RULE for m in (
     nonfinite, missing_zero_grad, eval_mode_training, probabilities_into_loss, input_scale,

@@ -24,7 +24,6 @@ from instrument.diagnosis.rule import Rule
 from instrument.store import schema
 from instrument.store.schema import Keys
 
-
 EVERY = 10
 """Checked every this many records (the window is long; saves time on the writer thread)."""
 

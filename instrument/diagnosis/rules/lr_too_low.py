@@ -18,8 +18,7 @@ from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import finite, fmt, nanmedian
 from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
-from instrument.diagnosis.rules.common import (columns, loss_key, lr_fraction_of_peak,
-                                               lr_warming_up)
+from instrument.diagnosis.rules.common import columns, loss_key, lr_fraction_of_peak, lr_warming_up
 from instrument.store import schema
 from instrument.store.schema import Keys
 

@@ -6,11 +6,18 @@ import torch
 from torch import nn
 
 import instrument
-from tests.instrument.cockpit.cockpit_reference import (
-    alpha_from_definition, batches, individual_grads, individual_losses, layer_at, scalar_at,
-    tiny_cnn, train)
 from instrument.cockpit import Preset
 from instrument.store.schema import CockpitKeys as CK
+from tests.instrument.cockpit.cockpit_reference import (
+    alpha_from_definition,
+    batches,
+    individual_grads,
+    individual_losses,
+    layer_at,
+    scalar_at,
+    tiny_cnn,
+    train,
+)
 
 
 def _alpha_reference(model, crit, records, data, t):

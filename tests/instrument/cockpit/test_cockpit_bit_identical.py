@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import instrument
-from instrument.cockpit import Preset, SECONDARY
+from instrument.cockpit import SECONDARY, Preset
 from instrument.store.schema import CockpitKeys as CK
 
 

@@ -8,11 +8,19 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tests.instrument.cockpit.cockpit_reference import (
-    batches, dense_hessian, individual_grads, layer_at, scalar_at, split_diag, tiny_cnn, train)
 from instrument.cockpit import Preset
 from instrument.store import schema
 from instrument.store.schema import CockpitKeys as CK
+from tests.instrument.cockpit.cockpit_reference import (
+    batches,
+    dense_hessian,
+    individual_grads,
+    layer_at,
+    scalar_at,
+    split_diag,
+    tiny_cnn,
+    train,
+)
 
 CURV = ("hess_trace", "tic_diag", "tic_trace", "hess_max_ev")
 

@@ -6,11 +6,15 @@ import torch
 from torch import nn
 
 import instrument
-from tests.instrument.cockpit.cockpit_reference import (
-    individual_grads, layer_at, norm_test, scalar_at)
-from instrument.cockpit import Preset, SECONDARY
+from instrument.cockpit import SECONDARY, Preset
 from instrument.store import schema
 from instrument.store.schema import CockpitKeys as CK
+from tests.instrument.cockpit.cockpit_reference import (
+    individual_grads,
+    layer_at,
+    norm_test,
+    scalar_at,
+)
 
 ALL = Preset("full", extra=SECONDARY)
 

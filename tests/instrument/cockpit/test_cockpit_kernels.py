@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.instrument.cockpit.cockpit_reference import binned
-from instrument.cockpit import ggn, histogram as H, kernels as K
+from instrument.cockpit import ggn
+from instrument.cockpit import histogram as H
+from instrument.cockpit import kernels as K
 from instrument.cockpit.lanczos import lanczos, ritz
+from tests.instrument.cockpit.cockpit_reference import binned
 
 
 def _per_sample_loop(module, a, delta):

@@ -6,11 +6,26 @@ import pytest
 import torch
 from torch import nn
 
-from tests.instrument.cockpit.cockpit_reference import (
-    batches, binned, cabs, early_stopping, flat, individual_grads, individual_losses,
-    inner_test, layer_at, mean_gsnr, norm_test, ortho_test, scalar_at, tiny_cnn, train)
 from instrument.cockpit import Preset
-from instrument.store.schema import CockpitKeys as CK, HistogramBins
+from instrument.store.schema import CockpitKeys as CK
+from instrument.store.schema import HistogramBins
+from tests.instrument.cockpit.cockpit_reference import (
+    batches,
+    binned,
+    cabs,
+    early_stopping,
+    flat,
+    individual_grads,
+    individual_losses,
+    inner_test,
+    layer_at,
+    mean_gsnr,
+    norm_test,
+    ortho_test,
+    scalar_at,
+    tiny_cnn,
+    train,
+)
 
 PER_SAMPLE = ("norm_test", "inner_test", "ortho_test", "mean_gsnr", "cabs", "early_stopping",
               "grad_hist_1d", "grad_hist_2d")

@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 import instrument
-from tests.instrument.cockpit.cockpit_reference import batches, tiny_cnn, train
 from instrument.cockpit import BUSINESS, ECONOMY, FULL, Preset
-from instrument.store.schema import CockpitKeys as CK, HistogramBins
+from instrument.store.schema import CockpitKeys as CK
+from instrument.store.schema import HistogramBins
+from tests.instrument.cockpit.cockpit_reference import batches, tiny_cnn, train
 
 
 def _watch(tmp_path, **kw):

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 from instrument.diagnosis import Engine, RunFacts, Thresholds
-from instrument.diagnosis.rules import (clipping_saturated, exploding_gradients, input_scale,
-                                        lr_too_high,
-                                        loss_at_chance, lr_schedule_increasing, repeated_batch,
-                                        single_label_batch)
+from instrument.diagnosis.rules import (
+    clipping_saturated,
+    exploding_gradients,
+    input_scale,
+    loss_at_chance,
+    lr_schedule_increasing,
+    lr_too_high,
+    repeated_batch,
+    single_label_batch,
+)
 from instrument.store.records import StepData
 
 TH = Thresholds()

@@ -8,7 +8,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -29,11 +28,11 @@ class Case:
     accumulate: int = 1
     batch: int = 16  # global rows per micro-batch
     per_rank: bool = False
-    nan_at: Optional[tuple] = None  # (step, rank): a NaN input row on that rank at that step
+    nan_at: tuple | None = None  # (step, rank): a NaN input row on that rank at that step
     extra_logs: bool = False  # rank-dependent log() keys and orders
     count_collectives: bool = False
     rank1_logs_every: int = 1  # rank 1 logs the loss only every n steps
-    break_on_rank1: Optional[str] = None  # this instrument raises on rank 1 from step 1 on
+    break_on_rank1: str | None = None  # this instrument raises on rank 1 from step 1 on
     sleep_rank1: float = 0.0  # seconds rank 1 sleeps between steps (a straggler)
     many_keys: int = 0  # log this many keys k0, k1, ... (rank 1 in reverse order)
     schedules: dict = field(default_factory=lambda: {"activations": 1})

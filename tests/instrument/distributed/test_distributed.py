@@ -55,7 +55,7 @@ def close(got, want, rtol=RTOL, atol=0.0):
     return bool(np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
 
 
-def check_against_reference(run_dir, ref, case, *, norms=True):
+def check_against_reference(run_dir, ref, case, *, norms=True):  # noqa: C901
     """Every per-parameter and per-module value, the loss and per-rank losses vs brute force."""
     run = instrument.load(run_dir)
     bad = []

@@ -3,12 +3,10 @@ parameter whose gradient did, checked against the test's own hooks on an identic
 
 import copy
 
-import pytest
 import torch
 from torch import nn
 
 import instrument
-from instrument.store.schema import Keys
 from tests.helpers import batches, watch
 
 

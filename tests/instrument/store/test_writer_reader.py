@@ -2,16 +2,20 @@
 
 import os
 import sqlite3
-import sys
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from instrument.store import schema
-from instrument.store.errors import (RunNotFoundError, SchemaVersionError, StoreCorruptError,
-                                     StoreLockedError)
+from instrument.store.errors import (
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreCorruptError,
+    StoreLockedError,
+)
 from instrument.store.reader import load, store_path
 from instrument.store.records import Event, LayerValues, StepData
 from instrument.store.writer import StoreWriter
@@ -210,17 +214,17 @@ def test_reader_in_another_process_while_writing(run_dir):
     """A second process reads consistent, growing data while the writer thread writes."""
     w = make_store(run_dir, steps=1)
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {os.getcwd()!r})\n"
         "from instrument.store.reader import load\n"
         "seen = []\n"
         "for _ in range(40):\n"
-        "    r = load(%r); sc = r.scalars(); ly = r.layers()\n"
-        "    assert len(ly) %% 3 == 0 and len(ly) // 3 >= len(sc), (len(ly), len(sc))\n"
+        f"    r = load({run_dir!r}); sc = r.scalars(); ly = r.layers()\n"
+        "    assert len(ly) % 3 == 0 and len(ly) // 3 >= len(sc), (len(ly), len(sc))\n"
         "    assert sc['step'].tolist() == list(range(len(sc)))\n"
         "    seen.append(len(sc)); time.sleep(0.05)\n"
         "assert seen == sorted(seen) and seen[-1] > seen[0], seen\n"
         "assert 'torch' not in sys.modules\n"
-        "print('ok', seen[0], seen[-1])\n") % (os.getcwd(), run_dir)
+        "print('ok', seen[0], seen[-1])\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     s = 1
@@ -321,10 +325,10 @@ def test_both_modes_write_the_same_store(tmp_path):
 
 
 def test_reader_does_not_import_torch():
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    code = (f"import sys; sys.path.insert(0, {os.getcwd()!r})\n"
             "import instrument, instrument.store\n"
             "from instrument.store import load\n"
-            "assert 'torch' not in sys.modules\n") % os.getcwd()
+            "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
