@@ -215,6 +215,7 @@ class CockpitKeys:
     HESS_MAX_EV = "cockpit/hess_max_ev"  # scalar
     HESS_MAX_EV_RESIDUAL = "cockpit/hess_max_ev/residual"  # scalar: ||Hv - lv|| / |l|
     HESS_MAX_EV_ITERATIONS = "cockpit/hess_max_ev/iterations"  # scalar: HVPs used
+    HESS_MAX_EV_BOUND = "cockpit/hess_max_ev/bound"  # scalar: error bound / |l| (lanczos.ritz)
     GRAD_HIST_1D = "cockpit/grad_hist_1d"  # all parameters; layers = 1-D bins
     GRAD_HIST_2D = "cockpit/grad_hist_2d"  # layers = 2-D bins (gradient x parameter value)
 
