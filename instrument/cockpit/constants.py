@@ -35,10 +35,11 @@ has no warm start, may use twice as many). Lanczos with full reorthogonalization
 from the previous tracked step's top Ritz vector, stops as soon as the error bound of
 :func:`instrument.cockpit.lanczos.ritz` is below ``HESS_MAX_EV_TOLERANCE``, so this cap only
 matters on steps that do not converge (they are flagged). Each product is a double backward pass
-(about 1.4x a training step on the benchmark CNN). Measured (docs/cockpit.md): 5-16 products
-per warm step on small networks. A fixed count cannot be right for every step: four products
-read 10-20 % low on small networks whose top two eigenvalues are within 10 %. Cockpit runs
-power iteration for up to 100 products."""
+(about 1.4x a training step on the benchmark CNN). Measured (docs/cockpit.md, every step
+tracked): 6.4 products per warm step on the benchmark CNN, 6.9 on a narrow 3C3D, 14.9 on an MLP
+whose top two eigenvalues are 0.4-14 % apart (one step in 20 reached the cap). A fixed count
+cannot be right for every step: four products read up to 26 % low on such networks. Cockpit
+runs power iteration for up to 100 products."""
 
 LANCZOS_MIN_ITERATIONS = 3
 """HessMaxEV: products before the stopping rule is first checked (the bound needs a second Ritz
@@ -48,9 +49,9 @@ HESS_MAX_EV_TOLERANCE = 1e-3
 """HessMaxEV: relative tolerance of the error bound (``bound <= this * |l|``), both to stop
 Lanczos and, when the cap is reached first, to store a ``cockpit_not_converged`` event (once
 per run of unconverged steps). It is ten times tighter than the accuracy HessMaxEV is meant to
-deliver (1 %), because the bound is optimistic while the second eigenvalue is unresolved
-(measured: the actual error was at most about 5x the bound); every converged step measured was
-within 0.1 % of the exact top eigenvalue."""
+deliver (1 %), because the bound can be optimistic while the second eigenvalue is unresolved
+(measured on small networks: up to about 5x at some iteration counts, 2.4x where Lanczos
+stopped); every converged step measured was within 0.1 % of the exact top eigenvalue."""
 
 LANCZOS_SEED = 20210211
 """Seed of the private generator for the first Lanczos vector (the global RNG is never used)."""

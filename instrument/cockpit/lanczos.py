@@ -145,7 +145,7 @@ def ritz(alphas: np.ndarray, betas: np.ndarray) -> Ritz:
 
     The first term is a true bound only where the intervals' picture is complete. Until the
     second eigenvalue is resolved, ``delta`` overestimates the gap and the bound can be
-    optimistic (measured up to about 5x on small networks, docs/cockpit.md); hence a stopping
+    optimistic (measured: up to about 5x on small networks, docs/cockpit.md); hence a stopping
     tolerance (:data:`~instrument.cockpit.constants.HESS_MAX_EV_TOLERANCE`) well below the
     accuracy it is meant to deliver.
     """
