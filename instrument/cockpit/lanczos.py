@@ -94,8 +94,6 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, st
     return alphas[:n], betas[:n], _top_vector(alphas[:n], betas[:n], V[:n])
 
 
-
-
 def _converged(alphas, betas, k, tolerance) -> bool:
     """The stopping rule, on the host (one copy of ``2k`` scalars)."""
     ab = torch.stack((alphas[:k], betas[:k])).cpu().numpy()
