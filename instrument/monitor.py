@@ -119,19 +119,6 @@ class Monitor:
             self._scalars.log(key, value)  # bad input raises here, in the user's frame
         self._touched.add(self._scalars)
 
-    def log_before_clip(self, norm) -> None:
-        """Record the global gradient norm before clipping, as the loop or a framework measured
-        it (what ``clip_grad_norm_`` returns; Hugging Face Trainer's logged ``grad_norm``), as
-        ``grad_norm/total_before_clip`` of the current step. A tensor stays on its device."""
-        if self._closed:
-            raise RuntimeError("log_before_clip() on a closed monitor")
-        if not self._open:
-            self._begin()
-        key = schema.Keys.GRAD_NORM_TOTAL_BEFORE_CLIP
-        self._scalars._valid.add(key)  # a built-in key, recorded here on the framework's word
-        self._scalars.log(key, norm)
-        self._touched.add(self._scalars)
-
     def step(self) -> None:
         """Count one step in loops that update parameters without a torch optimizer."""
         if self.ctx.optimizer is not None:

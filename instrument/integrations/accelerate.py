@@ -1,10 +1,11 @@
-"""avionics in an ``accelerate`` loop: ``watch()`` on the prepared objects, and a tracker.
+"""avionics in an ``accelerate`` loop: ``instrument.watch()`` on the prepared objects, and a
+tracker for ``accelerator.log()``.
 
+>>> import instrument
 >>> from accelerate import Accelerator
->>> from instrument.integrations.accelerate import watch
 >>> accelerator = Accelerator(gradient_accumulation_steps=2)
 >>> model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
->>> monitor = watch(model, optimizer, run="runs/acc")      # on every process
+>>> monitor = instrument.watch(model, optimizer, run="runs/acc")   # on every process
 >>> for x, y in loader:
 ...     with accelerator.accumulate(model):
 ...         loss = criterion(model(x), y)
@@ -18,8 +19,10 @@
 
 Steps are real optimizer steps: under ``accelerator.accumulate`` the prepared optimizer calls the
 torch optimizer only when gradients sync, so avionics' step count is accelerate's sync count.
-Gradients are read at the step, after ``clip_grad_norm_`` (``grad_norm/total`` is the clipped
-norm; the returned norm before clipping is what accelerate's ``clip_grad_norm_`` gives you).
+Gradients are read at the step, after ``clip_grad_norm_``: ``grad_norm/total`` is the clipped
+norm, ``grad_norm/total_before_clip`` what ``clip_grad_norm_`` returned (on the steps where
+clipping changed the gradient). ``watch()`` attaches to the torch optimizer inside the
+``AcceleratedOptimizer``.
 Under ``accelerate launch`` every process calls ``watch()``; process 0 writes the run store.
 """
 
@@ -32,13 +35,7 @@ from accelerate.tracking import GeneralTracker
 
 import instrument
 from instrument.attach import DEFAULT_RUN
-from instrument.integrations.common import metric_name, torch_optimizer
-
-
-def watch(model, optimizer=None, run: str = DEFAULT_RUN, **watch_kwargs):
-    """:func:`instrument.watch` on ``accelerator.prepare``'d objects: the torch optimizer
-    inside the ``AcceleratedOptimizer`` gets the step hooks (the wrapper cannot hold them)."""
-    return instrument.watch(model, torch_optimizer(optimizer), run=run, **watch_kwargs)
+from instrument.integrations.common import metric_name
 
 
 class AvionicsTracker(GeneralTracker):
@@ -67,8 +64,9 @@ class AvionicsTracker(GeneralTracker):
         self._config = None
 
     def watch(self, model, optimizer=None, run: str = DEFAULT_RUN, **watch_kwargs):
-        """:func:`watch` the prepared objects and record this tracker's values into the run."""
-        self.monitor = watch(model, optimizer, run=run, **watch_kwargs)
+        """:func:`instrument.watch` the prepared objects; this tracker's values go into that
+        run."""
+        self.monitor = instrument.watch(model, optimizer, run=run, **watch_kwargs)
         if self._config is not None:
             self.store_init_configuration(self._config)
         return self.monitor
@@ -98,4 +96,4 @@ class AvionicsTracker(GeneralTracker):
         pass  # the loop closes its monitor (monitor.close())
 
 
-__all__ = ["AvionicsTracker", "watch"]
+__all__ = ["AvionicsTracker"]

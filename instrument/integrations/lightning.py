@@ -21,9 +21,9 @@ its (first) optimizer:
   step being trained when Lightning hands it to its loggers: every ``log_every_n_steps``
   (Lightning's default is 50: pass 1 for every step), at epoch ends and after validation. A
   metric named ``loss`` becomes ``lightning/loss``.
-* ``grad_norm/total_before_clip``: with ``gradient_clip_val`` set (automatic optimization), the
-  global gradient norm before Lightning clips, taken in ``on_before_optimizer_step``;
-  ``grad_norm/total`` is the norm the step used, after clipping.
+* ``grad_norm/total_before_clip``: with ``gradient_clip_val``, the global gradient norm when
+  backward finished, before Lightning clips (the norm ``on_before_optimizer_step`` sees), at the
+  steps where clipping changed the gradient; ``grad_norm/total`` is the norm the step used.
 
 Steps are optimizer steps, as Lightning's ``global_step``. Automatic optimization runs forward
 and backward inside ``optimizer.step(closure)``; avionics reads the gradients after the closure.

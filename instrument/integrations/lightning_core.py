@@ -10,7 +10,7 @@ import torch
 
 import instrument
 from instrument.attach import DEFAULT_RUN
-from instrument.integrations.common import metric_name, note, torch_optimizer
+from instrument.integrations.common import metric_name, note
 from instrument.store.schema import Keys
 
 BEFORE_CLIP = Keys.GRAD_NORM_TOTAL_BEFORE_CLIP
@@ -21,9 +21,6 @@ METRIC_PREFIX = "lightning/"
 
 SKIPPED_METRICS = ("epoch",)
 """Entries Lightning adds to every logged dict itself (the epoch counter), not the module's."""
-
-SHARDED = ("fsdp", "deepspeed")
-"""Strategy names whose parameters hold shards: a local gradient norm is not the global one."""
 
 
 class LoggerMixin:
@@ -91,7 +88,6 @@ class CallbackMixin:
         self.watch_kwargs = watch_kwargs
         self.monitor = None
         self.logger = self.logger_class(self) if log_metrics else None
-        self._clip = False
 
     def setup(self, trainer, pl_module, stage):
         if self.logger is not None and not any(lg is self.logger for lg in trainer.loggers):
@@ -102,28 +98,11 @@ class CallbackMixin:
             self.monitor.close()
         optimizers = list(trainer.optimizers)
         self.monitor = instrument.watch(
-            pl_module, torch_optimizer(optimizers[0]) if optimizers else None,
+            pl_module, optimizers[0] if optimizers else None,
             run=self.run, **self.watch_kwargs)
         if len(optimizers) > 1:
             note(self.monitor, f"The module has {len(optimizers)} optimizers; avionics "
                  "counts steps and reads gradients with the first one only.")
-        sharded = any(s in type(trainer.strategy).__name__.lower() for s in SHARDED)
-        self._clip = (pl_module.automatic_optimization and not sharded
-                      and bool(trainer.gradient_clip_val))
-        if sharded and trainer.gradient_clip_val:
-            note(self.monitor, f"{BEFORE_CLIP} is not recorded: under "
-                 f"{type(trainer.strategy).__name__} each rank holds a shard of the "
-                 "gradient, so a local norm is not the global one.")
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        # Lightning calls this after backward (and accumulation), before it clips
-        if self.monitor is None or not self._clip:
-            return
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:
-            with torch.no_grad():
-                norm = torch.nn.utils.get_total_norm(grads, 2.0)
-            self.monitor.log_before_clip(norm)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.monitor is None:

@@ -14,9 +14,11 @@ What it records, besides everything ``instrument.watch()`` records:
   average over ``logging_steps`` steps (500 by default), and replaces a NaN/Inf loss by the
   running average (``logging_nan_inf_filter``); avionics keeps every step's value, NaN
   included, so that the NaN is seen.
-* ``grad_norm/total_before_clip``: Trainer's own gradient norm before ``max_grad_norm``
-  clipping, at every step Trainer logs (every step with ``logging_steps=1``).
-  ``grad_norm/total`` is the norm the optimizer used, after clipping.
+* ``grad_norm/total_before_clip``: the global gradient norm when backward finished, what Trainer
+  logs as ``grad_norm`` (its ``clip_grad_norm_`` return), at every step where ``max_grad_norm``
+  clipping changed the gradient; ``grad_norm/total`` is the norm the optimizer used, after
+  clipping (Trainer's ``grad_norm`` when clipping changed nothing). Both come from avionics'
+  own gradient instrument, at every step whatever ``logging_steps`` is.
 * ``eval/<metric>`` for Trainer's evaluation metrics (``eval_loss`` -> ``eval/loss``), at the
   step they were computed after.
 
@@ -42,11 +44,11 @@ from transformers import TrainerCallback
 
 import instrument
 from instrument.attach import DEFAULT_RUN
-from instrument.integrations.common import metric_name, note, torch_optimizer
+from instrument.integrations.common import metric_name, note
 from instrument.store.schema import Keys
 
 BEFORE_CLIP = Keys.GRAD_NORM_TOTAL_BEFORE_CLIP
-"""Scalar key of the global gradient norm before clipping (Trainer's logged ``grad_norm``)."""
+"""Scalar key of the global gradient norm before clipping (what Trainer logs as ``grad_norm``)."""
 
 EVAL_PREFIX = "eval_"
 
@@ -74,7 +76,9 @@ class AvionicsCallback(TrainerCallback):
         if model is None or optimizer is None:
             raise RuntimeError("AvionicsCallback needs the model and optimizer that Trainer "
                                "passes to on_train_begin (transformers >= 5)")
-        self.monitor = instrument.watch(model, torch_optimizer(optimizer), run=self.run,
+        # Trainer's optimizer is accelerate's AcceleratedOptimizer: watch() attaches to the
+        # torch optimizer inside it
+        self.monitor = instrument.watch(model, optimizer, run=self.run,
                                         **self.watch_kwargs)
         self._loss = _TrainerLoss(model, args)
 
@@ -94,8 +98,6 @@ class AvionicsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.monitor is None or not logs:
             return
-        if isinstance(logs.get("grad_norm"), (int, float)):
-            self.monitor.log_before_clip(float(logs["grad_norm"]))
         values = {}
         for key, value in logs.items():
             if key.startswith(EVAL_PREFIX) and isinstance(value, (int, float)):

@@ -78,8 +78,6 @@ def test_accumulation_and_clipping_match_reference(lit, tmp_path, precision):
     assert "lightning/train_loss" not in run.keys() and "train_loss" in run.keys()
 
 
-@pytest.mark.xfail(strict=False, reason="needs the core to read gradients after "
-                   "optimizer.step(closure)'s closure ran (until then one step stale)")
 def test_gradient_is_read_after_the_closure(lit, tmp_path):
     """``grad_norm/total`` is the gradient the step used: Lightning runs forward, backward and
     clipping inside ``optimizer.step(closure)``, so it must be read after the closure ran."""
