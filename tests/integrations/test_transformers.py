@@ -140,3 +140,32 @@ def test_healthy_default_trainer_run_is_quiet(tmp_path, kind, request):
     Trainer(model=make_model(), args=args, train_dataset=make_data(400),
             callbacks=[AvionicsCallback(run=run_dir, strict=True)]).train()
     assert_quiet(request, run_dir, KNOWN_FALSE_ALARMS[kind])
+
+
+def test_eval_metrics_at_the_step_they_follow(tmp_path):
+    run_dir = str(tmp_path / "run")
+    args = _args(tmp_path, max_steps=2, logging_steps=1, eval_strategy="steps", eval_steps=2,
+                 per_device_eval_batch_size=8)
+    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=cls_data(16),
+                      eval_dataset=cls_data(8, seed=5),
+                      callbacks=[AvionicsCallback(run=run_dir, strict=True)])
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 1 and evals[0]["step"] == 2
+    run = instrument.load(run_dir)
+    assert _series(run, "eval/loss") == {1: pytest.approx(evals[0]["eval_loss"], rel=1e-6)}
+    assert run.meta["steps"] == 2  # evaluation forwards (no_grad) are not steps
+
+
+def test_a_loss_the_model_does_not_return_is_marked_missing(tmp_path):
+    """With label smoothing Trainer computes the loss itself (the model gets no labels): no
+    loss is recorded, and one info event says why instead of a wrong number."""
+    run_dir = str(tmp_path / "run")
+    args = _args(tmp_path, max_steps=2, logging_steps=1, label_smoothing_factor=0.1)
+    Trainer(model=tiny_bert(), args=args, train_dataset=cls_data(16),
+            callbacks=[AvionicsCallback(run=run_dir, strict=True)]).train()
+    run = instrument.load(run_dir)
+    assert "loss" not in run.keys()
+    notes = run.events(codes=["integration"])
+    assert len(notes) == 1 and "No loss recorded" in notes["message"][0]
+    assert notes["severity"][0] == "info"
