@@ -2,8 +2,10 @@
 
 No second forward or backward pass. On a step where a Cockpit instrument asked for it, the
 engine captures the first grad-enabled forward of the step: forward hooks keep each Linear/Conv
-layer's input ``a`` and put a tensor hook on its output; the criterion hook computes each
-sample's loss and puts a hook on the loss, whose gradient tells how the loop scales it. In the
+layer's input ``a`` and put a tensor hook on its output; the step's first loss call (the
+criterion module's, or a captured functional loss, see :mod:`instrument.losses`; inside the
+model's ``forward`` or after it) gives each sample's loss and gets a hook, whose gradient tells
+how the loop scales it. In the
 backward, the output gradient of a layer times ``B`` (mean reduction) divided by that scale is
 ``delta_i = d loss_i / d output_i``, and :mod:`instrument.cockpit.kernels` reduces ``(a, delta)``
 to the requested statistics right there, layer by layer. Hooks return None and never write
@@ -21,7 +23,6 @@ the user's backward never sees it.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 
 import torch
@@ -81,7 +82,7 @@ class Capture:
         self.crit_done = False
         self.inputs = None  # (args, kwargs) of the model call
         self.output = None
-        self.crit_args = None  # (args, kwargs) of the criterion call
+        self.call = None  # the step's first loss call (instrument.losses.LossCall)
         self.rng = None
         self.losses: torch.Tensor | None = None
         self.reduction: str | None = None
@@ -141,14 +142,9 @@ class PerSampleEngine:
         self.options: Preset = ctx.services.get("cockpit.options") or Preset()
         self.specs = K.Specs(self.options)
         self.tuner = K.Tuner()
-        self.loss_fn = ctx.loss_fn
         self.layers: dict = {}
         self.static_skips: list = []  # (layer name, reason)
         self._classify()
-        self._crit_none = None
-        if self.loss_fn is not None and hasattr(self.loss_fn, "reduction"):
-            self._crit_none = copy.copy(self.loss_fn)  # own __dict__: the user's stays as is
-            self._crit_none.reduction = "none"
         self.demand: Demand | None = None
         self.capture: Capture | None = None
         self._attached = False
@@ -209,8 +205,6 @@ class PerSampleEngine:
                 hs.append(m.register_forward_hook(self._leaf(mi)))
         # after the leaf hooks: a model that is itself a leaf module still gets recorded
         hs.append(model.register_forward_hook(self._post, with_kwargs=True))
-        if self.loss_fn is not None:
-            hs.append(self.loss_fn.register_forward_hook(self._criterion, with_kwargs=True))
         if self.ctx.optimizer is not None:  # runs after the monitor's post-step hook
             hs.append(self.ctx.optimizer.register_step_post_hook(self._release))
         return hs
@@ -221,7 +215,7 @@ class PerSampleEngine:
         c = self.capture
         if c is not None:
             c.io, c.kept, c.kept_grads = {}, {}, {}
-            c.inputs = c.output = c.crit_args = None
+            c.inputs = c.output = c.call = None
 
     # ---- consumers ----------------------------------------------------------------------
     def request(self, step: int, stats=(), *, direction: dict | None = None,
@@ -323,48 +317,52 @@ class PerSampleEngine:
 
         return hook
 
-    def _criterion(self, module, args, kwargs, output):
+    def on_loss(self, call) -> None:
+        """A grad-enabled loss call (``instrument.losses.LossCall``), from the criterion module
+        or captured: the first one of the captured forward's step (during or after that forward:
+        a loss computed inside ``forward`` counts) defines the per-sample losses."""
         c = self.capture
-        if (c is None or not c.forward_done or c.crit_done or not torch.is_grad_enabled()
+        if (c is None or not (c.capturing or c.forward_done) or c.crit_done
                 or c.global_reason):
-            return None
+            return
         c.crit_done = True
         try:
             with torch.no_grad():
-                self._criterion_facts(c, args, kwargs, output)
+                self._criterion_facts(c, call)
         except Exception as exc:  # surfaced by the consumer through the guard
             c.errors.append(exc)
+        output = call.output
         if torch.is_tensor(output) and output.requires_grad and c.global_reason is None:
             def scale_hook(grad, c=c):
                 c.gscale = grad.detach().reshape(())
                 return None
             output.register_hook(scale_hook)
-        return None
 
-    def _criterion_facts(self, c: Capture, args, kwargs, output):
-        reduction = getattr(self.loss_fn, "reduction", None)
-        name = type(self.loss_fn).__name__
+    def _criterion_facts(self, c: Capture, call):
+        reduction = call.reduction
+        name = call.name
         if reduction not in MEAN_LIKE + SUM_LIKE:
-            c.global_reason = (f"the criterion {name} has reduction={reduction!r}; per-sample "
-                               "quantities need a criterion module with reduction 'mean' or "
-                               "'sum' (as Cockpit, which needs 'mean')")
+            c.global_reason = (f"the loss {name} has reduction={reduction!r}; per-sample "
+                               "quantities need a loss with reduction 'mean' or 'sum' (as "
+                               "Cockpit, which needs 'mean')")
             return
+        output = call.output
         if not torch.is_tensor(output) or output.numel() != 1:
-            c.global_reason = f"the criterion {name} did not return a scalar"
+            c.global_reason = f"the loss {name} did not return a scalar"
             return
-        x = args[0] if args else next(iter(kwargs.values()), None)
+        x = call.input
         if not torch.is_tensor(x) or x.dim() == 0 or x.numel() % max(c.B, 1) != 0:
-            c.global_reason = (f"the criterion's input does not split into the model's batch "
-                               f"of {c.B} samples")
+            c.global_reason = (f"the input of the loss {name} does not split into the model's "
+                               f"batch of {c.B} samples")
             return
         c.reduction = reduction
         if c.demand.inputs:
-            c.crit_args = (args, kwargs)
+            c.call = call
         if c.demand.losses:
-            none = self._crit_none.forward(*_detached(args), **_detached(kwargs))
+            none = call.recompute(reduction="none")
             rows = none.reshape(c.B, -1).sum(1, dtype=torch.float64)
             if reduction in MEAN_LIKE:
-                rows = rows * (c.B / _normalizer(self.loss_fn, args, kwargs, none, c.B))
+                rows = rows * (c.B / _normalizer(call, none, c.B))
             c.losses = rows
 
     def _grad_hook(self, c: Capture, mi: int):
@@ -414,8 +412,10 @@ class PerSampleEngine:
         layer = self.layers[mi]
         reason = self._status(c).get(mi)
         if reason is None and c.factor is None:
-            reason = ("the loss did not reach this layer through the criterion given as "
-                      "watch(loss_fn=...) (is the backward pass started from its output?)")
+            reason = ("the loss did not reach this layer through a loss avionics saw (the "
+                      "criterion given as watch(loss_fn=...), or without one F.cross_entropy, "
+                      "F.nll_loss, F.binary_cross_entropy[_with_logits] or F.mse_loss): is the "
+                      "backward pass started from its output?")
         if reason:
             c.skipped[layer.name] = reason
             self.note(layer.name, reason)
@@ -515,30 +515,19 @@ def _batch_size(args, kwargs) -> int | None:
     return None
 
 
-def _detached(x):
-    if torch.is_tensor(x):
-        return x.detach()
-    if isinstance(x, tuple):
-        return tuple(_detached(v) for v in x)
-    if isinstance(x, list):
-        return [_detached(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _detached(v) for k, v in x.items()}
-    return x
-
-
-def _normalizer(loss_fn, args, kwargs, none: torch.Tensor, batch: int):
-    """What a mean-reduced criterion divides the summed per-element losses by."""
-    if getattr(loss_fn, "reduction", None) == "batchmean":
+def _normalizer(call, none: torch.Tensor, batch: int):
+    """What a mean-reduced loss divides the summed per-element losses by: the number (or the
+    class weights) of the targets it does not ignore, for class-index targets."""
+    if call.reduction == "batchmean":
         return batch
-    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        target = args[1] if len(args) > 1 else kwargs.get("target")
-        if torch.is_tensor(target) and not target.is_floating_point():
-            valid = target != loss_fn.ignore_index
-            if loss_fn.weight is not None:
-                w = loss_fn.weight[target.clamp(min=0)] * valid
-                return w.sum(dtype=torch.float64)
-            return valid.sum(dtype=torch.float64)
+    target = call.target
+    if call.classifier and torch.is_tensor(target) and not target.is_floating_point():
+        valid = target != call.ignore_index
+        weight = call.kwargs.get("weight")
+        if weight is not None:
+            w = weight[torch.where(valid, target, 0)] * valid
+            return w.sum(dtype=torch.float64)
+        return valid.sum(dtype=torch.float64)
     return none.numel()
 
 

@@ -11,8 +11,6 @@ one replayed forward between the diagonal curvature and the HVPs. See
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -21,7 +19,7 @@ from instrument.cockpit import constants as C
 from instrument.cockpit import ggn
 from instrument.cockpit.lanczos import flat_start, lanczos
 from instrument.cockpit.persample import PerSampleEngine
-from instrument.cockpit.replica import Replica, fork_rng_at, replay_spec, with_input
+from instrument.cockpit.replica import Replica, fork_rng_at, replay_spec
 from instrument.modules import float_tensors
 
 CURVATURE_WHAT = "diagonal curvature (HessTrace, TICDiag, TICTrace)"
@@ -64,7 +62,6 @@ class CurvatureProbe:
         self._generator = None
         self._copy_error: str | None = None
         self._hvp_broken: str | None = None
-        self._criterion = copy.copy(ctx.loss_fn)  # called through .forward: none of its hooks
 
     def setup(self) -> None:
         """Copy the model now: the monitor's hooks are registered after set-up, so the copy
@@ -105,16 +102,15 @@ class CurvatureProbe:
     def _run(self, cap, want, r: ProbeResult) -> None:
         cap.finish()
         reason = self._copy_error or cap.global_reason
-        if reason is None and (cap.inputs is None or cap.crit_args is None):
-            reason = ("the step's forward pass or criterion call was not captured (is the "
-                      "criterion given as watch(loss_fn=...) called on the model's output?)")
+        if reason is None and (cap.inputs is None or cap.call is None):
+            reason = ("the step's forward pass or loss call was not captured (is the criterion "
+                      "given as watch(loss_fn=...), or a standard functional loss, computed on "
+                      "the model's output?)")
         spec = None
         if reason is None:
-            crit_args, crit_kwargs = cap.crit_args
-            crit_in = crit_args[0] if crit_args else next(iter(crit_kwargs.values()))
-            spec = replay_spec(cap.output, crit_in)
+            spec = replay_spec(cap.output, cap.call.input)
             if spec is None:
-                reason = ("the criterion's input is not the model's output (or a view of it), "
+                reason = ("the loss's input is not the model's output (or a view of it), "
                           "so the probe cannot replay the loss")
         if reason is not None:
             for what in want:
@@ -142,8 +138,7 @@ class CurvatureProbe:
         z = list(float_tensors(out))[spec[0]]
         if spec[1] is not None:
             z = z.reshape(spec[1])
-        crit_args, crit_kwargs = with_input(*cap.crit_args, z)
-        loss = self._criterion.forward(*crit_args, **crit_kwargs)  # .forward: no hooks
+        loss = cap.call.recompute(z)  # the loss function itself: no hooks
         if cap.reduction == "sum":
             loss = loss / cap.B
         return loss, z
