@@ -36,6 +36,10 @@ class BackpackDiagHessian:
         from backpack import backpack
         from backpack.extensions import DiagHessian
 
+        if self.ctx.services.get("cockpit.persample") is not None and \
+                self.ctx.services["cockpit.persample"].shared:
+            return ("BackPACK keeps one curvature per module, so a parameter shared by several "
+                    "modules (tied weights) would get only one module's share")
         if spec[1] is not None:
             return ("BackPACK needs the criterion applied to the model's output itself (not a "
                     "reshaped view)")

@@ -206,15 +206,39 @@ class CurvatureProbe:
         columns = ggn.loss_hessian_factors(loss, z, B)
         outs = [record["io"][mi][1] for mi in usable]
         deltas = ggn.layer_output_grads(z, outs, columns)
+        shared = self.engine.shared
+        parts: dict = {}  # shared param index -> the shares of its modules
         with torch.no_grad():
             for mi, d in zip(usable, deltas):
                 layer = self.engine.layers[mi]
                 module = self.replica.leaves[mi]
-                dw, db = ggn.diag_ggn_layer(module, record["io"][mi][0], d, self.engine.tuner)
-                if layer.w is not None:
+                a = record["io"][mi][0]
+                for pidx, which in ((layer.w, "weight"), (layer.b, "bias")):
+                    if pidx in shared:
+                        parts.setdefault(pidx, []).append((module, which, a, d))
+                if all(i in shared for i in layer.params):
+                    continue
+                dw, db = ggn.diag_ggn_layer(module, a, d, self.engine.tuner)
+                if layer.w is not None and layer.w not in shared:
                     r.diag[layer.w] = dw
-                if layer.b is not None and db is not None:
+                if layer.b is not None and db is not None and layer.b not in shared:
                     r.diag[layer.b] = db
+            self._diag_shared(parts, status, r)
+
+    def _diag_shared(self, parts: dict, status: dict, r: ProbeResult) -> None:
+        """Shared parameters: the diagonal from every module's share, or a note if one of the
+        modules that used it could not be treated."""
+        engine = self.engine
+        for pidx, shares in parts.items():
+            users = [mi for mi in engine.shared[pidx] if mi in status]
+            bad = [mi for mi in users if status[mi] is not None]
+            if pidx in engine.incomplete or bad:
+                why = (f"also used by '{engine.incomplete[pidx]}'" if pidx in engine.incomplete
+                       else f"shared with '{self.ctx.module_names[bad[0]]}' "
+                            f"({status[bad[0]]})")
+                engine.note(self.ctx.param_names[pidx], why, CURVATURE_WHAT)
+                continue
+            r.diag[pidx] = ggn.diag_ggn_shared(shares, self.ctx.params[pidx], engine.tuner)
 
     def _layer_status(self, record, B) -> dict:
         last_bn = max(record["bn"]) if record["bn"] else None
@@ -226,7 +250,8 @@ class CurvatureProbe:
             if record["calls"][mi] > 1:
                 out[mi] = (f"called {record['calls'][mi]} times in one forward pass (shared "
                            "weights)")
-            elif a.dim() < 2 or a.shape[0] != B:
+            elif a.dim() < (1 if mi in self.engine.layers and isinstance(
+                    self.engine.layers[mi].module, torch.nn.Embedding) else 2) or a.shape[0] != B:
                 out[mi] = f"its input's first dimension is not the batch size {B}"
             elif last_bn is not None and first[mi] < last_bn[0]:
                 out[mi] = (f"it runs before the BatchNorm '{last_bn[1]}' in train mode, which "
