@@ -22,10 +22,10 @@ import math
 
 import torch
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.losses import LossCall
 from instrument.schedules import dense_then_every
+from instrument.store.schema import DKeys
 
 CALLS, LOSS, TARGETS = range(3)
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import instrument
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.replay import diagnose
+from instrument.store.schema import DKeys
 from tests.helpers import scalar_frame
 
 V, T, B = 5, 3, 6

@@ -21,9 +21,11 @@ from avdist_bodies import Case  # noqa: E402
 from avdist_harness import run_ranks  # noqa: E402
 
 import instrument  # noqa: E402
-from instrument.diagnosis.keys import DKeys  # noqa: E402
 from instrument.store import schema  # noqa: E402
-from instrument.store.schema import Keys  # noqa: E402
+from instrument.store.schema import (
+    DKeys,  # noqa: E402
+    Keys,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240),
               pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import instrument
-from instrument.diagnosis.keys import DKeys
+from instrument.store.schema import DKeys
 from tests.helpers import batches, layer_frame, mlp
 
 ONLY = {"*": None, "zero_grad": 1}  # every other instrument off
