@@ -7,6 +7,8 @@ the training thread makes one extra Python call. This script times, interleaved 
 shuffled order (median per-step milliseconds, CPU, one thread):
 
 * ``plain``: no avionics;
+* ``mode``: no avionics, but the capture mode (with a sink that only counts) entered before the
+  forward and left before the optimizer step: the capture's own price on a capture step;
 * ``hooked``: ``watch(loss_fn=nn.CrossEntropyLoss())`` with only the ``criterion`` instrument,
   every step (a module hook: no capture);
 * ``captured``: the same loop with ``F.cross_entropy`` and no ``loss_fn``, ``criterion`` every
@@ -35,9 +37,10 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import instrument  # noqa: E402
+from instrument import losses  # noqa: E402
 from tests.instrument.tiny_gpt import GPT, Config, token_batches  # noqa: E402
 
-SETTINGS = ("plain", "hooked", "captured", "off")
+SETTINGS = ("plain", "mode", "hooked", "captured", "off")
 
 
 def _mlp():
@@ -72,6 +75,11 @@ class Setting:
                 schedules=sched, loss_fn=self.crit if setting == "hooked" else None)
         self.times: list = []
         self.i = 0
+        self.seen = 0
+        self.mode = losses.LossCapture(self._count) if setting == "mode" else None
+
+    def _count(self, *call):
+        self.seen += 1
 
     def loss(self, x, y):
         if self.cfg is not None:  # the loss inside forward
@@ -86,8 +94,12 @@ class Setting:
             self.i += 1
             t0 = time.perf_counter()
             self.opt.zero_grad()
+            if self.mode is not None:
+                losses.enter(self.mode)
             loss = self.loss(x, y)
             loss.backward()
+            if self.mode is not None:
+                losses.leave(self.mode)
             self.opt.step()
             if self.monitor is not None:
                 self.monitor.log(loss=loss)

@@ -157,7 +157,9 @@ class LossCapture(TorchFunctionMode):
 
     def __init__(self, sink):
         super().__init__()
-        self.sink = sink
+        # under torch.compile the sink runs eagerly (one graph break after the loss), so the
+        # compiled graph never contains avionics' bookkeeping
+        self.sink = torch.compiler.disable(sink)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
