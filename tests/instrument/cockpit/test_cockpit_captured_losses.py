@@ -34,10 +34,11 @@ RTOL = 2e-4
 TESTS = ((CK.NORM_TEST, norm_test), (CK.INNER_TEST, inner_test), (CK.ORTHO_TEST, ortho_test))
 
 
-def _train(tmp_path, model, data, loop, preset="economy", lr=0.05):
-    """Train under watch() without loss_fn; the parameters each step started from."""
+def _train(tmp_path, model, data, loop, preset="economy", lr=0.05, loss_fn=None):
+    """Train under watch() (no loss_fn unless given); the parameters each step started from."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    mon = instrument.watch(model, opt, run=str(tmp_path / "r"), strict=True, preset=preset)
+    mon = instrument.watch(model, opt, run=str(tmp_path / "r"), strict=True, preset=preset,
+                           loss_fn=loss_fn)
     records = []
     for x, y in data:
         records.append({n: p.detach().clone() for n, p in model.named_parameters()})
@@ -187,12 +188,16 @@ class WithCriterion(nn.Module):
         return z if y is None else (z, self.criterion(z, y))
 
 
-def test_criterion_module_inside_forward_with_label_smoothing(tmp_path):
+@pytest.mark.parametrize("given", [False, True], ids=["captured", "loss_fn"])
+def test_criterion_module_inside_forward_with_label_smoothing(tmp_path, given):
+    """Captured (no loss_fn) or hooked (loss_fn=model.criterion): a criterion called inside
+    forward, before the model's forward returns, defines the per-sample losses."""
     model = WithCriterion()
     g = torch.Generator().manual_seed(5)
     data = [(torch.randn(6, 6, generator=g), torch.randint(0, 4, (6,), generator=g))
             for _ in range(2)]
-    run, records = _train(tmp_path, model, data, lambda m, x, y: m(x, y)[1])
+    run, records = _train(tmp_path, model, data, lambda m, x, y: m(x, y)[1],
+                          loss_fn=model.criterion if given else None)
 
     def sample_loss(m, p, xi, yi):
         return F.cross_entropy(functional_call(m, p, (xi,)), yi, label_smoothing=0.1)
