@@ -68,7 +68,7 @@ class Setting:
         self.crit = nn.CrossEntropyLoss()
         self.setting = setting
         self.monitor = None
-        if setting != "plain":
+        if setting not in ("plain", "mode"):
             sched = {"*": None, "criterion": None if setting == "off" else 1}
             self.monitor = instrument.watch(
                 self.model, self.opt, run=os.path.join(root, f"{kind}-{setting}"),
