@@ -25,7 +25,7 @@ import torch
 from instrument.instruments.base import HostStep, Instrument
 from instrument.losses import LossCall
 from instrument.schedules import dense_then_every
-from instrument.store.schema import DKeys
+from instrument.store.schema import INFO, LOSS_NOT_CAPTURED, DKeys
 
 CALLS, LOSS, TARGETS = range(3)
 
@@ -37,6 +37,7 @@ class Criterion(Instrument):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.captured = ctx.loss_fn is None
+        self._said = False  # the run was told that no classifier loss was captured (writer)
         if self.captured:
             self.default_schedule = dense_then_every(20, 10)
 
@@ -48,11 +49,13 @@ class Criterion(Instrument):
     def begin_step(self, step):
         self._classes = 0
         self._targets = False
+        self._kinds: set = set()  # kinds of the loss calls seen (captured runs)
 
     def loss_inputs(self, call: LossCall):
         x, t, output = call.input, call.target, call.output
         if not isinstance(output, torch.Tensor) or not isinstance(x, torch.Tensor):
             return
+        self._kinds.add(call.name)
         if self.captured and not call.classifier:
             return  # the run's facts declare a classifier: other captured kinds would mix in
         row = self.sums.view
@@ -92,13 +95,32 @@ class Criterion(Instrument):
         self._targets = True
         return count
 
+    def pre_step(self):
+        """Marks the step as taken, so that a captured run without any classifier loss call
+        says so once (see :meth:`decode`)."""
+
+    def _nothing_captured(self, at: int, kinds: list):
+        seen = (f"only {', '.join(kinds)} (no class dimension, so no chance level)" if kinds
+                else "none of F.cross_entropy, F.nll_loss, F.binary_cross_entropy[_with_logits] "
+                     "or F.mse_loss")
+        return self.event(
+            LOSS_NOT_CAPTURED, INFO,
+            f"Step {at} took an optimizer step but its loss calls were {seen}: the criterion "
+            f"and logits series and the rules that read them (initial_loss, loss_at_chance, "
+            f"probabilities_into_loss, single_label_batch) have nothing to read. A loss "
+            f"computed otherwise can be given as watch(..., loss_fn=criterion_module).",
+            at, seen=kinds)
+
     def snapshot(self):
-        return self._classes, self._targets
+        return self._classes, self._targets, sorted(self._kinds)
 
     def decode(self, step: HostStep, info):
-        classes, has_targets = info
+        classes, has_targets, kinds = info
         s = step.section("crit_sums")
         if s[CALLS] == 0:
+            if self.captured and not self._said:
+                self._said = True  # once per run (writer thread only)
+                step.events.append(self._nothing_captured(step.step, kinds))
             return
         out = step.data.scalars
         out[DKeys.CRIT_LOSS] = float(s[LOSS] / s[CALLS])

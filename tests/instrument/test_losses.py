@@ -171,12 +171,21 @@ def test_label_smoothing_and_other_kinds(run_dir):
         ref_opt.step()
 
 
-def test_regression_losses_leave_the_classifier_series_empty(run_dir):
-    model = InForward()
-    run, _ = _run(run_dir, model, _tokens(2), loop=lambda m, x, y: F.mse_loss(m(x)[..., 0],
-                                                                             y.float()))
+@pytest.mark.parametrize("loss", ["mse", "hand_written"])
+def test_steps_without_a_classifier_loss_say_so_once(run_dir, loss):
+    def loop(m, x, y):
+        z = m(x)
+        if loss == "mse":
+            return F.mse_loss(z[..., 0], y.float())
+        return -torch.log_softmax(z, -1).gather(-1, y.unsqueeze(-1)).mean()  # no F.* loss
+
+    run, _ = _run(run_dir, InForward(), _tokens(3), loop=loop)
     assert DKeys.CRIT_LOSS not in run.keys() and DKeys.LOGIT_MIN not in run.keys()
     assert "loss" in run.keys()
+    ev = run.events(["loss_not_captured"])
+    assert len(ev) == 1 and int(ev["step"].iloc[0]) == 0 and ev["severity"].iloc[0] == "info"
+    assert ("only F.mse_loss" if loss == "mse" else "none of F.cross_entropy") in \
+        ev["message"].iloc[0]
 
 
 def _codes(run):
