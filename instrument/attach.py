@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from instrument.context import Context
 from instrument.diagnosis.live import attach_engine, check_thresholds
 from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
+from instrument.losses import declare_captured_criterion
 from instrument.monitor import Monitor
 from instrument.schedules import ScheduleSpec, as_schedule
 from instrument.store import schema
@@ -34,7 +35,7 @@ DEFAULT_RUN = "runs/run"
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
           run: str = DEFAULT_RUN, *, schedules: Mapping[str, ScheduleSpec] | None = None,
-          loss_fn: nn.Module | None = None, strict: bool = False,
+          loss_fn: nn.Module | Callable | None = None, strict: bool = False,
           name: str | None = None, overwrite: bool = False,
           flush_interval: float = 0.5, per_rank: bool = False,
           dashboard: bool | int = False,
@@ -66,8 +67,15 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
         schedules: when each instrument runs, by name (see ``instrument.instruments.REGISTRY``):
             an int (every n steps), ``instrument.every(...)``, ``instrument.log_spaced()``,
             ``None`` (off) or a callable ``step -> bool``. The key ``"*"`` sets all at once.
-        loss_fn: the criterion module (e.g. ``nn.CrossEntropyLoss()``) called in the loop;
-            hooked so that instruments and rules can see its inputs and targets.
+        loss_fn: optional. Without it (or with a plain function), the standard functional
+            losses computed anywhere in the step are captured: ``F.cross_entropy`` (also through
+            ``nn.CrossEntropyLoss`` and Hugging Face's loss functions), ``F.nll_loss``,
+            ``F.binary_cross_entropy[_with_logits]``, ``F.mse_loss``, whether called in the
+            loop or inside the model's ``forward`` (``logits, loss = model(x, y)``). The
+            criterion and logits instruments, the criterion rules and the Cockpit presets read
+            them; the capture is on only on the steps those are scheduled on. A criterion
+            module (e.g. ``nn.CrossEntropyLoss()``) given here is hooked instead, whatever its
+            class, and nothing else is captured.
         strict: re-raise instrument errors instead of disabling the instrument (for tests).
         name: display name of the run (default: the directory name).
         overwrite: replace an existing run at ``run``.
@@ -86,7 +94,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
         preset: Cockpit's instruments (docs/cockpit.md): ``"economy"``, ``"business"``,
             ``"full"`` (its configurations) or an ``instrument.cockpit.Preset`` with options.
             Each of them can also be enabled alone by naming it in ``schedules``. Most need
-            ``loss_fn``.
+            the loss: a captured functional loss or ``loss_fn``'s.
 
     Returns:
         The :class:`~instrument.monitor.Monitor`; use it as a context manager or call
@@ -97,10 +105,13 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     """
     optimizer = unwrap_optimizer(optimizer)
     _check_model_optimizer(model, optimizer)
-    if loss_fn is not None and not isinstance(loss_fn, nn.Module):
-        raise TypeError("loss_fn must be the criterion module the loop calls, e.g. "
-                        "nn.CrossEntropyLoss(); a plain function cannot be hooked "
-                        f"(got {type(loss_fn).__name__})")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be the criterion the loop calls: a loss module such as "
+                        f"nn.CrossEntropyLoss(), a function, or None (losses computed with "
+                        f"F.cross_entropy & co. are then captured); got "
+                        f"{type(loss_fn).__name__} {_short_repr(loss_fn)}")
+    if not isinstance(loss_fn, nn.Module):
+        loss_fn = None  # a plain function cannot be hooked: the losses it computes are captured
     resolved = _check_schedules(schedules)
     port = type(dashboard) is int and 0 < dashboard < 65536
     if not (dashboard is True or dashboard is False or dashboard is None or port):
@@ -149,6 +160,8 @@ def _attach(ctx, run_dir: _RunDir, resolved, cockpit, checked_thresholds, *, nam
         "host": host_summary(ctx.device),
     }
     engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
+    if ctx.loss_fn is None:  # losses are captured: the criterion rules read them
+        engine = declare_captured_criterion(engine, checked_thresholds, strict)
     meta["diagnosis"] = engine.describe()
     run_store = store_path(path)
 
@@ -247,6 +260,11 @@ def _start_dashboard(run_dir: str, dashboard, strict: bool):
                     "Serve it by hand: avionics dashboard %s", type(exc).__name__, exc,
                     os.path.dirname(run_dir))
         return None
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_model_optimizer(model, optimizer) -> None:

@@ -28,7 +28,9 @@ import time
 import weakref
 
 import torch
+from torch import nn
 
+from instrument import losses
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard
 from instrument.instruments.base import HostStep, Instrument
@@ -101,6 +103,11 @@ class Monitor:
         self._handles: list = []
         self._closed = False
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
+        # without a criterion module, the standard functional losses are captured on the steps
+        # where an instrument takes loss calls (instrument.losses; off on all other steps)
+        self._capture = (None if isinstance(ctx.loss_fn, nn.Module)
+                         else losses.LossCapture(self._captured))
+        self._capturing = False
         self._attach()
         self._atexit = _register_atexit(self)
 
@@ -132,6 +139,7 @@ class Monitor:
         if self._closed:
             return
         self._closed = True
+        self._stop_capture()  # also after an exception inside the step
         try:
             # distributed: the last step joins a collective only when every rank is closing
             # normally; a crashing rank must not start one its peers never join
@@ -195,9 +203,27 @@ class Monitor:
         # only a loss of this monitor's model: a criterion module shared with another watched
         # model must neither start nor advance this monitor's steps
         if (torch.is_grad_enabled() and not self._closed and not self._muted
-                and self._model_called and not self._after_step):
-            self._run("loss_inputs", args, kwargs, output)
+                and self._model_called and not self._after_step
+                and self._dispatch["loss_inputs"]):
+            self._run("loss_inputs", losses.from_module(module, args, kwargs, output))
         return None
+
+    def _captured(self, fn, args, kwargs, output) -> None:
+        """A functional loss computed while the capture is on (grad enabled)."""
+        if self._closed or not self._open or self._muted:
+            return
+        try:
+            call = losses.from_functional(fn, args, kwargs, output)
+        except Exception:  # torch accepted the call; never fail the user's loss over it
+            if self.guard.strict:
+                raise
+            return
+        self._run("loss_inputs", call)
+
+    def _stop_capture(self) -> None:
+        if self._capturing:
+            self._capturing = False
+            losses.leave(self._capture)
 
     def _leaf_hook(self, index: int):
         dispatch = self._dispatch["forward"]
@@ -227,6 +253,7 @@ class Monitor:
         # torch passes the step's own arguments, the optimizer first: (self, closure, ...)
         closure = args[1] if len(args) > 1 else kwargs.get("closure")
         if not callable(closure):
+            self._stop_capture()  # the step's losses are computed; pre-step work is not training
             self._run("pre_step")
             return None
         # the forward/backward happen inside the step: measure when the closure returns
@@ -249,7 +276,8 @@ class Monitor:
                 finally:
                     self._muted = False
             evaluated = True
-            loss = closure()
+            loss = closure()  # its losses are captured (the capture stays on until here)
+            self._stop_capture()
             if not self._closed:
                 self._run("pre_step")
             return loss
@@ -260,6 +288,7 @@ class Monitor:
         if self._closed:
             return
         self._touch()
+        self._stop_capture()
         self._run("post_step")
         self._after_step = True
         self._model_called = False
@@ -285,6 +314,9 @@ class Monitor:
         for hook in HOOKS:
             self._dispatch[hook][:] = lists[hook]
         self.buffer.reset()
+        if self._capture is not None and lists["loss_inputs"]:
+            losses.enter(self._capture)
+            self._capturing = True
         self._open = True
         self._touched = set()  # instruments whose hooks ran at this step
         self._run("begin_step", step)
@@ -309,6 +341,7 @@ class Monitor:
         if not self._open:
             return
         self._open = False
+        self._stop_capture()
         self._run("end_step")
         # only instruments that measured something this step (a step whose optimizer.step()
         # never came, e.g. skipped by a GradScaler, has activations but no gradient norms)

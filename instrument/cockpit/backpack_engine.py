@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from instrument.cockpit.replica import Replica, fork_rng_at, with_input
+from instrument.cockpit.replica import Replica, fork_rng_at
 from instrument.modules import float_tensors
 
 
@@ -28,13 +28,18 @@ class BackpackDiagHessian:
         self.ctx = ctx
         self.replica = Replica(ctx.model)
         self.model = extend(self.replica.copy)
-        self.loss_fn = extend(copy.deepcopy(_without_hooks(ctx.loss_fn)))
+        self._extend = extend
+        self._loss_fns: dict = {}  # (kind, options) -> an extended criterion module
 
     def compute(self, cap, spec, out: dict) -> str | None:
         """Fill ``out`` (param index -> Hessian diagonal of the mean loss); or say why not."""
         from backpack import backpack
         from backpack.extensions import DiagHessian
 
+        if self.ctx.services.get("cockpit.persample") is not None and \
+                self.ctx.services["cockpit.persample"].shared:
+            return ("BackPACK keeps one curvature per module, so a parameter shared by several "
+                    "modules (tied weights) would get only one module's share")
         if spec[1] is not None:
             return ("BackPACK needs the criterion applied to the model's output itself (not a "
                     "reshaped view)")
@@ -48,8 +53,8 @@ class BackpackDiagHessian:
                 warnings.simplefilter("ignore")  # BackPACK's full-backward-hook notices
                 args, kwargs = cap.inputs
                 z = list(float_tensors(self.model(*args, **kwargs)))[spec[0]]
-                crit_args, crit_kwargs = with_input(*cap.crit_args, z)
-                loss = self.loss_fn(*crit_args, **crit_kwargs)
+                loss = self._loss_fn(cap.call)(z, *cap.call.args[1:],
+                                                **cap.call.module_kwargs())
                 with backpack(DiagHessian()):
                     loss.backward()
         except Exception as exc:  # unsupported module or criterion
@@ -64,6 +69,19 @@ class BackpackDiagHessian:
                 out[i] = p.diag_h.detach() * scale
                 del p.diag_h  # BackPACK's fields outlive the step otherwise
         return None
+
+
+    def _loss_fn(self, call):
+        """The extended criterion module computing ``call``'s loss (BackPACK needs a module)."""
+        key = (call.kind, call.name, tuple((k, id(v) if torch.is_tensor(v) else v)
+                                           for k, v in sorted(call.kwargs.items())))
+        fn = self._loss_fns.get(key)
+        if fn is None:
+            module = call.replay_module()
+            if module is None:
+                raise TypeError(f"no criterion module computes {call.name}")
+            fn = self._loss_fns[key] = self._extend(copy.deepcopy(_without_hooks(module)))
+        return fn
 
 
 def _without_hooks(module):

@@ -64,9 +64,11 @@ def diag_ggn_layer(module: nn.Module, a: torch.Tensor, deltas: torch.Tensor,
     """``(diag for weight, diag for bias or None)`` from the layer input ``a`` and the stacked
     column gradients ``deltas`` ``(B, R, *out)``."""
     B, R = deltas.shape[:2]
-    a = a.float()
     deltas = deltas.float()
     w = module.weight
+    if isinstance(module, nn.Embedding):
+        return diag_ggn_shared([(module, "weight", a, deltas)], w, tuner), None
+    a = a.float()
     has_bias = module.bias is not None
     if isinstance(module, nn.Linear):
         if a.dim() == 2:
@@ -94,3 +96,22 @@ def diag_ggn_layer(module: nn.Module, a: torch.Tensor, deltas: torch.Tensor,
                            for r in range(r0, r1)], 1)
         dw += G.reshape(B, r1 - r0, *w.shape).square().sum((0, 1))
     return dw, db
+
+
+def diag_ggn_shared(parts: list, param: torch.Tensor, tuner: K.Tuner) -> torch.Tensor:
+    """The GGN diagonal of ``param`` from the shares of every module that uses it (tied
+    weights; or one embedding): ``parts`` holds ``(module, "weight" | "bias", a, deltas)`` with
+    ``deltas`` ``(B, R, *out)``. For each column the shares of each sample's gradient are added
+    before squaring, chunk by chunk of rows."""
+    B, R = parts[0][3].shape[:2]
+    out = torch.zeros(param.shape, dtype=torch.float32, device=param.device)
+    flat = out.view(param.shape[0], -1)
+    for o0, o1 in K.row_chunks(param, B):
+        for r in range(R):
+            G = None
+            for module, which, a, deltas in parts:
+                x = a if not a.is_floating_point() else a.float()
+                g = K.param_rows(module, which, x, deltas[:, r].float(), o0, o1, tuner)
+                G = g if G is None else G + g
+            flat[o0:o1] += G.square().sum(0).view(o1 - o0, -1)
+    return out

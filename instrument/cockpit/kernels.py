@@ -1,8 +1,9 @@
-"""Per-layer math: individual-gradient statistics of Linear and Conv layers from the layer's
-input ``a`` and the per-sample output gradient ``delta`` (``d loss_i / d output_i``).
+"""Per-layer math: individual-gradient statistics of Linear, Conv and Embedding layers from the
+layer's input ``a`` and the per-sample output gradient ``delta`` (``d loss_i / d output_i``).
 
 The individual gradient of sample ``i`` is ``delta_i a_i^T`` for a Linear layer on 2-D inputs,
-``sum_t delta_it a_it^T`` on sequences, and a per-sample weight gradient for a convolution. The
+``sum_t delta_it a_it^T`` on sequences, a per-sample weight gradient for a convolution, and for
+an embedding the rows ``sum_{t: a_it = v} delta_it`` (a scatter of the output gradient). The
 rank-one case is never materialized (norms, inner products and second moments factor into small
 matrix products, histograms use :mod:`instrument.cockpit.histogram`); the others are built
 chunk by chunk of output channels, each chunk reduced right away. Everything stays on the
@@ -32,7 +33,7 @@ PROJ = "proj"        # g_i . d for a given direction d
 STATS = (SQ, INNER, MEAN, SGS, HIST1D, HIST2D, PROJ)
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-SUPPORTED_TYPES = (nn.Linear,) + CONV_TYPES
+SUPPORTED_TYPES = (nn.Linear, nn.Embedding) + CONV_TYPES
 
 
 class ParamStats:
@@ -124,6 +125,10 @@ def weight_chunks(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, tuner
     B = a.shape[0]
     weight = module.weight
     per_out = weight[0].numel()
+    if isinstance(module, nn.Embedding):
+        for o0, o1 in _chunks(weight.shape[0], B * per_out):
+            yield o0, o1, embedding_rows(module, a, delta, o0, o1)
+        return
     if isinstance(module, nn.Linear):
         a3 = a.reshape(B, -1, a.shape[-1])
         d3 = delta.reshape(B, -1, delta.shape[-1])
@@ -136,6 +141,49 @@ def weight_chunks(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, tuner
     for o0, o1 in _chunks(weight.shape[0], B * per_out, unit):
         G = tuner.conv_per_sample(module, a, delta[:, o0:o1], o0, o1)
         yield o0, o1, G.reshape(B, -1)
+
+
+def embedding_rows(module: nn.Embedding, idx: torch.Tensor, delta: torch.Tensor, o0: int,
+                   o1: int) -> torch.Tensor:
+    """Individual gradients of an embedding's rows ``o0:o1``, ``B x ((o1 - o0) * dim)``: each
+    sample's output gradients added into the rows of its indices (none for ``padding_idx``).
+    Indices outside the rows go to a spare row that is dropped (no data-dependent shapes, so no
+    device sync)."""
+    B, n = idx.shape[0], o1 - o0
+    D = delta.shape[-1]
+    idx = idx.reshape(B, -1)
+    d = delta.reshape(B, -1, D)
+    inside = (idx >= o0) & (idx < o1)
+    if module.padding_idx is not None:
+        inside &= idx != module.padding_idx
+    slot = torch.arange(B, device=idx.device).unsqueeze(1) * n + (idx - o0)
+    slot = torch.where(inside, slot, B * n)
+    out = torch.zeros(B * n + 1, D, dtype=d.dtype, device=d.device)
+    out.index_add_(0, slot.reshape(-1), d.reshape(-1, D))
+    return out[: B * n].reshape(B, n * D)
+
+
+def param_rows(module: nn.Module, which: str, a: torch.Tensor, delta: torch.Tensor, o0: int,
+               o1: int, tuner: Tuner) -> torch.Tensor:
+    """One module's share of the individual gradients of rows ``o0:o1`` (first dimension) of
+    its ``which`` ("weight" or "bias") parameter, ``B x ((o1 - o0) * row size)``: the shares of
+    a parameter used by several modules (tied weights) add up to its individual gradients."""
+    B = a.shape[0]
+    if which == "bias":
+        return bias_grads(module, delta)[:, o0:o1]
+    if isinstance(module, nn.Embedding):
+        return embedding_rows(module, a, delta, o0, o1)
+    if isinstance(module, nn.Linear):
+        a3 = a.reshape(B, -1, a.shape[-1])
+        d3 = delta.reshape(B, -1, delta.shape[-1])
+        return torch.bmm(d3[:, :, o0:o1].transpose(1, 2), a3).reshape(B, -1)
+    return tuner.conv_per_sample(module, a, delta[:, o0:o1], o0, o1).reshape(B, -1)
+
+
+def row_chunks(param: torch.Tensor, batch: int):
+    """Ranges over ``param``'s first dimension, each holding about
+    ``MATERIALIZE_MAX_ELEMENTS`` individual-gradient values."""
+    return _chunks(param.shape[0], batch * param[0].numel())
 
 
 def bias_grads(module: nn.Module, delta: torch.Tensor) -> torch.Tensor:
@@ -168,6 +216,14 @@ def conv_input(module: nn.Module, a: torch.Tensor):
 def project(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, d_weight, d_bias):
     """``g_i . d`` for every sample without individual gradients: the layer's own forward with
     the direction as its parameters, contracted with the output gradient (one forward)."""
+    B = a.shape[0]
+    if isinstance(module, nn.Embedding):  # sum_t delta_it . d[a_it]
+        if d_weight is None:
+            return torch.zeros(B, dtype=torch.float64, device=delta.device)
+        rows = F.embedding(a, d_weight.to(delta.dtype))
+        if module.padding_idx is not None:
+            rows = rows * (a != module.padding_idx).unsqueeze(-1)
+        return (rows * delta).reshape(B, -1).sum(1, dtype=torch.float64)
     dt = a.dtype
     dw = d_weight.to(dt) if d_weight is not None else torch.zeros_like(module.weight, dtype=dt)
     db = d_bias.to(dt) if d_bias is not None else None
@@ -175,7 +231,6 @@ def project(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, d_weight, d
         out = F.linear(a, dw, db)
     else:
         out = module._conv_forward(a, dw, db)
-    B = a.shape[0]
     # per-sample dot products as one batched matrix product (no elementwise temporary)
     return torch.bmm(out.float().reshape(B, 1, -1), delta.reshape(B, -1, 1)).reshape(B).double()
 

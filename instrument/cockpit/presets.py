@@ -27,7 +27,8 @@ PRESETS = {"economy": ECONOMY, "business": BUSINESS, "full": FULL}
 
 PER_SAMPLE = ("alpha", "grad_hist_1d", "grad_hist_2d", "norm_test", "inner_test", "ortho_test",
               "tic_diag", "tic_trace", "mean_gsnr", "cabs", "early_stopping")
-"""Instruments that need the criterion (``watch(loss_fn=...)``): per-sample gradients or losses."""
+"""Instruments that need the loss (``watch(loss_fn=...)`` or a captured functional loss):
+per-sample gradients or losses."""
 
 PROBE = ("tic_diag", "tic_trace", "hess_trace", "hess_max_ev")
 """Instruments that need the curvature probe (and the criterion)."""
@@ -118,7 +119,9 @@ def resolve(preset: str | Preset | None, schedules: Mapping, loss_fn,
     """Validate ``preset`` and the schedules that name optional instruments.
 
     Raises:
-        ValueError, TypeError: unknown preset, or instruments that need ``loss_fn`` without it.
+        ValueError, TypeError: unknown preset. (Instruments that need the loss read the
+            criterion module given as ``loss_fn`` or, without one, the captured functional
+            losses; where neither reaches a layer, it gets a note in the run.)
     """
     if preset is None:
         options = Preset()
@@ -137,11 +140,4 @@ def resolve(preset: str | Preset | None, schedules: Mapping, loss_fn,
             else:
                 enabled.add(name)
     enabled &= set(optional_names) | {"grad_norm", "update"}
-    needs = sorted(n for n in enabled if n in PER_SAMPLE or n in PROBE)
-    if needs and loss_fn is None:
-        what = f"preset={options.name!r}" if options.name else f"the instruments {needs}"
-        raise ValueError(f"{what} needs the criterion: pass watch(..., loss_fn=criterion), the "
-                         "loss module your loop calls (e.g. nn.CrossEntropyLoss()), so that "
-                         "avionics can see each sample's loss. Instruments that need it: "
-                         f"{needs}.")
     return Resolved(frozenset(n for n in enabled if n in optional_names), options)

@@ -11,8 +11,6 @@ one replayed forward between the diagonal curvature and the HVPs. See
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -21,7 +19,7 @@ from instrument.cockpit import constants as C
 from instrument.cockpit import ggn
 from instrument.cockpit.lanczos import flat_start, lanczos
 from instrument.cockpit.persample import PerSampleEngine
-from instrument.cockpit.replica import Replica, fork_rng_at, replay_spec, with_input
+from instrument.cockpit.replica import Replica, fork_rng_at, replay_spec
 from instrument.modules import float_tensors
 
 CURVATURE_WHAT = "diagonal curvature (HessTrace, TICDiag, TICTrace)"
@@ -64,7 +62,6 @@ class CurvatureProbe:
         self._generator = None
         self._copy_error: str | None = None
         self._hvp_broken: str | None = None
-        self._criterion = copy.copy(ctx.loss_fn)  # called through .forward: none of its hooks
 
     def setup(self) -> None:
         """Copy the model now: the monitor's hooks are registered after set-up, so the copy
@@ -105,16 +102,15 @@ class CurvatureProbe:
     def _run(self, cap, want, r: ProbeResult) -> None:
         cap.finish()
         reason = self._copy_error or cap.global_reason
-        if reason is None and (cap.inputs is None or cap.crit_args is None):
-            reason = ("the step's forward pass or criterion call was not captured (is the "
-                      "criterion given as watch(loss_fn=...) called on the model's output?)")
+        if reason is None and (cap.inputs is None or cap.call is None):
+            reason = ("the step's forward pass or loss call was not captured (is the criterion "
+                      "given as watch(loss_fn=...), or a standard functional loss, computed on "
+                      "the model's output?)")
         spec = None
         if reason is None:
-            crit_args, crit_kwargs = cap.crit_args
-            crit_in = crit_args[0] if crit_args else next(iter(crit_kwargs.values()))
-            spec = replay_spec(cap.output, crit_in)
+            spec = replay_spec(cap.output, cap.call.input)
             if spec is None:
-                reason = ("the criterion's input is not the model's output (or a view of it), "
+                reason = ("the loss's input is not the model's output (or a view of it), "
                           "so the probe cannot replay the loss")
         if reason is not None:
             for what in want:
@@ -142,8 +138,7 @@ class CurvatureProbe:
         z = list(float_tensors(out))[spec[0]]
         if spec[1] is not None:
             z = z.reshape(spec[1])
-        crit_args, crit_kwargs = with_input(*cap.crit_args, z)
-        loss = self._criterion.forward(*crit_args, **crit_kwargs)  # .forward: no hooks
+        loss = cap.call.recompute(z)  # the loss function itself: no hooks
         if cap.reduction == "sum":
             loss = loss / cap.B
         return loss, z
@@ -211,15 +206,39 @@ class CurvatureProbe:
         columns = ggn.loss_hessian_factors(loss, z, B)
         outs = [record["io"][mi][1] for mi in usable]
         deltas = ggn.layer_output_grads(z, outs, columns)
+        shared = self.engine.shared
+        parts: dict = {}  # shared param index -> the shares of its modules
         with torch.no_grad():
             for mi, d in zip(usable, deltas):
                 layer = self.engine.layers[mi]
                 module = self.replica.leaves[mi]
-                dw, db = ggn.diag_ggn_layer(module, record["io"][mi][0], d, self.engine.tuner)
-                if layer.w is not None:
+                a = record["io"][mi][0]
+                for pidx, which in ((layer.w, "weight"), (layer.b, "bias")):
+                    if pidx in shared:
+                        parts.setdefault(pidx, []).append((module, which, a, d))
+                if all(i in shared for i in layer.params):
+                    continue
+                dw, db = ggn.diag_ggn_layer(module, a, d, self.engine.tuner)
+                if layer.w is not None and layer.w not in shared:
                     r.diag[layer.w] = dw
-                if layer.b is not None and db is not None:
+                if layer.b is not None and db is not None and layer.b not in shared:
                     r.diag[layer.b] = db
+            self._diag_shared(parts, status, r)
+
+    def _diag_shared(self, parts: dict, status: dict, r: ProbeResult) -> None:
+        """Shared parameters: the diagonal from every module's share, or a note if one of the
+        modules that used it could not be treated."""
+        engine = self.engine
+        for pidx, shares in parts.items():
+            users = [mi for mi in engine.shared[pidx] if mi in status]
+            bad = [mi for mi in users if status[mi] is not None]
+            if pidx in engine.incomplete or bad:
+                why = (f"also used by '{engine.incomplete[pidx]}'" if pidx in engine.incomplete
+                       else f"shared with '{self.ctx.module_names[bad[0]]}' "
+                            f"({status[bad[0]]})")
+                engine.note(self.ctx.param_names[pidx], why, CURVATURE_WHAT)
+                continue
+            r.diag[pidx] = ggn.diag_ggn_shared(shares, self.ctx.params[pidx], engine.tuner)
 
     def _layer_status(self, record, B) -> dict:
         last_bn = max(record["bn"]) if record["bn"] else None
@@ -231,7 +250,8 @@ class CurvatureProbe:
             if record["calls"][mi] > 1:
                 out[mi] = (f"called {record['calls'][mi]} times in one forward pass (shared "
                            "weights)")
-            elif a.dim() < 2 or a.shape[0] != B:
+            elif a.dim() < (1 if mi in self.engine.layers and isinstance(
+                    self.engine.layers[mi].module, torch.nn.Embedding) else 2) or a.shape[0] != B:
                 out[mi] = f"its input's first dimension is not the batch size {B}"
             elif last_bn is not None and first[mi] < last_bn[0]:
                 out[mi] = (f"it runs before the BatchNorm '{last_bn[1]}' in train mode, which "

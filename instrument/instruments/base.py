@@ -86,8 +86,10 @@ class Instrument:
     def forward(self, index: int, module, output) -> None:
         """Leaf module ``ctx.module_names[index]`` produced ``output`` (grad-enabled forward)."""
 
-    def loss_inputs(self, args: tuple, kwargs: dict, output) -> None:
-        """The criterion given as ``watch(loss_fn=...)`` was called (e.g. ``(logits, target)``)."""
+    def loss_inputs(self, call) -> None:
+        """A grad-enabled loss was computed: the criterion given as ``watch(loss_fn=...)`` was
+        called or, without one, a standard functional loss was captured on a step where some
+        instrument implements this hook (``call``: an :class:`instrument.losses.LossCall`)."""
 
     def pre_step(self) -> None:
         """Before ``optimizer.step()``: gradients are final (DDP-averaged, unscaled, clipped)."""

@@ -1,7 +1,8 @@
 """The criterion's own view of each step: its loss, the number of classes and the targets.
 
-Needs ``watch(..., loss_fn=criterion)``: the criterion module is hooked, and each grad-enabled
-call ``criterion(input, target)`` contributes
+Each grad-enabled loss call contributes (the calls of the criterion module given as
+``watch(..., loss_fn=criterion)``; without one, the cross-entropy and NLL calls that
+:mod:`instrument.losses` captures, wherever the step makes them)
 
 * its loss, normalized to a per-target mean whatever the ``reduction`` (so that it compares with
   ln(number of classes) even when the loop logs ``loss / accumulation_steps``);
@@ -10,7 +11,9 @@ call ``criterion(input, target)`` contributes
   ``ignore_index``), or for float targets (BCE) the smallest and largest value: a batch whose
   targets are all one class has min == max.
 
-All on the device; calls within a step (gradient accumulation) are combined.
+All on the device; calls within a step (gradient accumulation) are combined. Captured losses
+are recorded on each of the first 20 steps and every 10th after (capturing costs a Python call
+per torch op on those steps); a criterion module's calls on every step (its hook is free).
 """
 
 from __future__ import annotations
@@ -18,68 +21,68 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.store.schema import DKeys
+from instrument.losses import LossCall
+from instrument.schedules import dense_then_every
+from instrument.store.schema import INFO, LOSS_NOT_CAPTURED, DKeys
 
 CALLS, LOSS, TARGETS = range(3)
-
-
-def criterion_args(args: tuple, kwargs: dict):
-    """``(input, target)`` of a criterion call (positional or ``input=``/``target=``)."""
-    x = args[0] if len(args) > 0 else kwargs.get("input")
-    t = args[1] if len(args) > 1 else kwargs.get("target")
-    return x, t
 
 
 class Criterion(Instrument):
     name = "criterion"
     default_schedule = 1
 
-    @classmethod
-    def applies(cls, ctx):
-        return ctx.loss_fn is not None
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.captured = ctx.loss_fn is None
+        self._said = False  # the run was told that no classifier loss was captured (writer)
+        if self.captured:
+            self.default_schedule = dense_then_every(20, 10)
 
     def setup(self, buffer):
         self.sums = buffer.add("crit_sums", 3, fill=0.0, reduce="sum")
         self.tmin = buffer.add("crit_target_min", 1, fill=math.inf, reduce="min")
         self.tmax = buffer.add("crit_target_max", 1, fill=-math.inf, reduce="max")
-        self.reduction = getattr(self.ctx.loss_fn, "reduction", "mean")
-        self.ignore_index = getattr(self.ctx.loss_fn, "ignore_index", None)
 
     def begin_step(self, step):
         self._classes = 0
         self._targets = False
+        self._kinds: set = set()  # kinds of the loss calls seen (captured runs)
 
-    def loss_inputs(self, args, kwargs, output):
-        x, t = criterion_args(args, kwargs)
+    def loss_inputs(self, call: LossCall):
+        x, t, output = call.input, call.target, call.output
         if not isinstance(output, torch.Tensor) or not isinstance(x, torch.Tensor):
             return
+        self._kinds.add(call.name)
+        if self.captured and not call.classifier:
+            return  # the run's facts declare a classifier: other captured kinds would mix in
         row = self.sums.view
         count = None
         if isinstance(t, torch.Tensor) and t.numel() > 0 and not t.is_complex():
-            count = self._targets_of(x, t)
+            count = self._targets_of(call, x, t)
         loss = output.detach().float()
-        if self.reduction == "none" or loss.numel() != 1:
+        reduction = call.reduction or "mean"
+        if reduction == "none" or loss.numel() != 1:
             loss = loss.mean()
-        elif self.reduction == "sum" and count is not None:
+        elif reduction == "sum" and count is not None:
             loss = loss / count.clamp_min(1)
         row[CALLS].add_(1)
         row[LOSS].add_(loss.reshape(()).to(row))
         if x.dim() >= 1:
             self._classes = max(self._classes, int(x.shape[1] if x.dim() >= 2 else x.shape[0]))
 
-    def _targets_of(self, x, t):
+    def _targets_of(self, call, x, t):
         """Count and class range of the targets; returns the count (device scalar)."""
         t = t.detach()
-        if t.is_floating_point() and t.dim() == x.dim() and t.dim() >= 2 and \
-                isinstance(self.ctx.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        if t.is_floating_point() and t.dim() == x.dim() and t.dim() >= 2 and call.classifier:
             return None  # class probabilities (soft labels): no single class per target
+        ignore_index = call.ignore_index
         if t.is_floating_point():
             valid = torch.isfinite(t)
-        elif self.ignore_index is not None:
-            valid = t != self.ignore_index
+        elif ignore_index is not None:
+            valid = t != ignore_index
         else:
             valid = torch.ones_like(t, dtype=torch.bool)
         tf = t.to(torch.float64)
@@ -92,13 +95,32 @@ class Criterion(Instrument):
         self._targets = True
         return count
 
+    def pre_step(self):
+        """Marks the step as taken, so that a captured run without any classifier loss call
+        says so once (see :meth:`decode`)."""
+
+    def _nothing_captured(self, at: int, kinds: list):
+        seen = (f"only {', '.join(kinds)} (no class dimension, so no chance level)" if kinds
+                else "none of F.cross_entropy, F.nll_loss, F.binary_cross_entropy[_with_logits] "
+                     "or F.mse_loss")
+        return self.event(
+            LOSS_NOT_CAPTURED, INFO,
+            f"Step {at} took an optimizer step but its loss calls were {seen}: the criterion "
+            f"and logits series and the rules that read them (initial_loss, loss_at_chance, "
+            f"probabilities_into_loss, single_label_batch) have nothing to read. A loss "
+            f"computed otherwise can be given as watch(..., loss_fn=criterion_module).",
+            at, seen=kinds)
+
     def snapshot(self):
-        return self._classes, self._targets
+        return self._classes, self._targets, sorted(self._kinds)
 
     def decode(self, step: HostStep, info):
-        classes, has_targets = info
+        classes, has_targets, kinds = info
         s = step.section("crit_sums")
         if s[CALLS] == 0:
+            if self.captured and not self._said:
+                self._said = True  # once per run (writer thread only)
+                step.events.append(self._nothing_captured(step.step, kinds))
             return
         out = step.data.scalars
         out[DKeys.CRIT_LOSS] = float(s[LOSS] / s[CALLS])

@@ -1,7 +1,9 @@
 """What the criterion's input looks like: logits, probabilities or log-probabilities.
 
 For ``CrossEntropyLoss`` and ``NLLLoss`` (class dimension 1, or 0 for one unbatched sample) and
-``BCEWithLogitsLoss``, each grad-enabled call records, on the device:
+``BCEWithLogitsLoss`` given as ``watch(loss_fn=...)``, or, without one, for every captured
+``F.cross_entropy`` call (the kind the run's facts then declare, see
+:data:`instrument.losses.CAPTURED_FACTS`), each grad-enabled call records, on the device:
 
 * the smallest and largest input value;
 * the largest deviation from 1 of a row's sum over classes (0 for probabilities: a softmax was
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.instruments.criterion import criterion_args
+from instrument.losses import CROSS_ENTROPY, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import DKeys
 
@@ -34,18 +36,22 @@ class Logits(Instrument):
 
     @classmethod
     def applies(cls, ctx):
-        return isinstance(ctx.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss, nn.BCEWithLogitsLoss))
+        return ctx.loss_fn is None or isinstance(
+            ctx.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss, nn.BCEWithLogitsLoss))
 
     def setup(self, buffer):
         self.max = buffer.add("logits_max", 3, fill=-math.inf, reduce="max")
         self.min = buffer.add("logits_min", 1, fill=math.inf, reduce="min")
         self.rows = not isinstance(self.ctx.loss_fn, nn.BCEWithLogitsLoss)
+        self.captured = self.ctx.loss_fn is None
 
     def begin_step(self, step):
         self._seen = False
 
-    def loss_inputs(self, args, kwargs, output):
-        x, _ = criterion_args(args, kwargs)
+    def loss_inputs(self, call: LossCall):
+        if self.captured and call.kind != CROSS_ENTROPY:
+            return
+        x = call.input
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
             return
         x = x.detach().float()

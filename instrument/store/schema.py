@@ -115,6 +115,8 @@ COCKPIT_UNSUPPORTED = "cockpit_unsupported"
 """A Cockpit quantity cannot be computed for a layer (or at all); the note says why."""
 COCKPIT_NOT_CONVERGED = "cockpit_not_converged"
 """The Hessian max-eigenvalue iteration stopped above its residual tolerance."""
+LOSS_NOT_CAPTURED = "loss_not_captured"
+"""Without ``loss_fn``, a step's captured losses held no cross-entropy/NLL call (once a run)."""
 
 
 # ---- the series-key registry ------------------------------------------------------------------

@@ -95,7 +95,9 @@ def test_half_precision_under_autocast(run_dir, dtype):
     assert outs["0"].dtype == dtype
     ref = outs["0"].double()
     assert layer_frame(run, Keys.ACT_STD)[0]["0"] == pytest.approx(ref.std().item(), rel=1e-3)
-    assert run.events().empty  # large half-precision sums did not overflow into false NaN events
+    # large half-precision sums did not overflow into false NaN events; the one finding is true:
+    # inputs x100 make the first logits over-confident (initial_loss, on the captured loss)
+    assert set(run.events()["code"]) == {"initial_loss"}
 
 
 def test_grad_scaler_norms_are_unscaled(run_dir):

@@ -51,11 +51,18 @@ def test_schedules_are_checked(run_dir):
         instrument.watch(model, opt, run=run_dir, schedules={"activations": 0})
 
 
-def test_loss_fn_must_be_a_module(run_dir):
+def test_loss_fn_must_be_callable(tmp_path):
     model = mlp()
-    with pytest.raises(TypeError, match="loss_fn must be the criterion module"):
-        instrument.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), run=run_dir,
-                         loss_fn=nn.functional.cross_entropy)
+    with pytest.raises(TypeError, match="loss_fn must be the criterion the loop calls.*got "
+                                        "Tensor tensor"):
+        instrument.watch(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                         run=str(tmp_path / "r"), loss_fn=torch.tensor(1.0))
+    assert not (tmp_path / "r").exists()
+    # a plain function is not hooked; the functional losses it calls are captured
+    mon = instrument.watch(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                           run=str(tmp_path / "f"), loss_fn=nn.functional.cross_entropy)
+    assert mon.ctx.loss_fn is None and "criterion" in [i.name for i in mon.instruments]
+    mon.close()
 
 
 def test_nothing_is_created_on_bad_arguments(tmp_path):

@@ -18,6 +18,9 @@ class CockpitInstrument(Instrument):
 
     optional = True
     default_schedule = 1
+    uses_losses = True
+    """Takes the step's loss calls (for the per-sample engine); the monitor captures
+    functional losses only on steps where some instrument does."""
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -30,6 +33,14 @@ class CockpitInstrument(Instrument):
 
     def begin_step(self, step):
         self._step = step
+
+    def loss_inputs(self, call):
+        self.engine.on_loss(call)
+
+    def overrides(self, method: str) -> bool:
+        if method == "loss_inputs":
+            return self.uses_losses
+        return super().overrides(method)
 
     def capture(self):
         """This step's per-sample capture (hook errors re-raised here), or None."""

@@ -18,6 +18,7 @@ from instrument.tensorops import IndexCache, local, norms, write_at
 
 class Distance(CockpitInstrument):
     name = "distance"
+    uses_losses = False
 
     def __init__(self, ctx):
         Instrument.__init__(self, ctx)  # needs no per-sample engine

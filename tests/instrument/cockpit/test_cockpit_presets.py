@@ -27,8 +27,9 @@ def test_presets_mirror_cockpits_configurations():
 @pytest.mark.parametrize("kwargs, error, text", [
     ({"preset": "premium", "loss_fn": nn.CrossEntropyLoss()}, ValueError, "unknown preset"),
     ({"preset": 3}, TypeError, "preset must be"),
-    ({"preset": "economy"}, ValueError, "loss_fn=criterion"),
-    ({"schedules": {"norm_test": 1}}, ValueError, "loss_fn=criterion"),
+    ({"preset": "economy", "loss_fn": "cross_entropy"}, TypeError,
+     "loss_fn must be the criterion the loop calls.*got str 'cross_entropy'"),
+    ({"schedules": {"norm_test": 1}, "loss_fn": 3}, TypeError, "got int 3"),
     ({"schedules": {"hess_maxev": 1}}, ValueError, "unknown instrument name"),
 ])
 def test_bad_arguments_say_how_to_fix_them(tmp_path, kwargs, error, text):

@@ -41,9 +41,18 @@ def test_overrides_are_recorded_and_reused_by_the_replay(run_dir):
 
 
 def test_without_loss_fn_the_criterion_rules_are_silent_and_say_so(run_dir):
+    # without loss_fn the losses are captured (instrument.losses) and the rules run on them;
+    # with the instruments that record them switched off, the rules cannot run and say so
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mon = instrument.watch(model, opt, run=run_dir, strict=True)
+    mon = instrument.watch(model, opt, run=run_dir + "-captured", strict=True)
+    train(model, opt, batches(4), mon)
+    mon.close()
+    meta = instrument.load(mon.run_dir).meta["diagnosis"]
+    assert set(meta["rules"].values()) == {"active"}
+    assert meta["facts"]["criterion"]["captured"] is True
+    mon = instrument.watch(model, opt, run=run_dir, strict=True,
+                           schedules={"criterion": None, "logits": None})
     train(model, opt, batches(4), mon)
     mon.close()
     run = instrument.load(mon.run_dir)
