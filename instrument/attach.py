@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from instrument import distributed
+from instrument import compiled, distributed
 from instrument.cockpit.presets import Preset
 from instrument.cockpit.presets import resolve as resolve_preset
 from instrument.context import Context
@@ -90,6 +90,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
         TypeError, ValueError: for arguments that cannot work, with how to fix them.
     """
     _check_model_optimizer(model, optimizer)
+    model = compiled.unwrap(model)  # torch.compile(model): attach to the module it compiles
     if loss_fn is not None and not isinstance(loss_fn, nn.Module):
         raise TypeError("loss_fn must be the criterion module the loop calls, e.g. "
                         "nn.CrossEntropyLoss(); a plain function cannot be hooked "

@@ -21,6 +21,7 @@ import weakref
 
 import torch
 
+from instrument import compiled
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard
 from instrument.instruments.base import HostStep, Instrument
@@ -91,6 +92,7 @@ class Monitor:
         self._handles: list = []
         self._closed = False
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
+        self._traced = compiled.TracedModules()  # leaf modules hidden in compiled graphs
         self._attach()
         self._atexit = _register_atexit(self)
 
@@ -160,6 +162,8 @@ class Monitor:
     # ---- hooks --------------------------------------------------------------------------
     def _attach(self) -> None:
         model, opt = self.ctx.model, self.ctx.optimizer
+        compiled.prepare()
+        self._eager_pre_forward = compiled.eager(self._pre_forward_body)
         self._handles.append(model.register_forward_pre_hook(self._model_pre_forward,
                                                              with_kwargs=True))
         for index, module in enumerate(self.ctx.modules):
@@ -175,21 +179,32 @@ class Monitor:
                 self._handles.extend(self.guard.call(inst, "attach") or ())
 
     def _model_pre_forward(self, module, args, kwargs):
+        if torch.compiler.is_compiling():  # inside torch.compile: run outside the graph
+            return self._eager_pre_forward(module, args, kwargs)
+        return self._pre_forward_body(module, args, kwargs)
+
+    def _pre_forward_body(self, module, args, kwargs):
         if torch.is_grad_enabled() and not self._closed:
             self._touch()
             self._run("model_input", args, kwargs)
         return None
 
     def _loss_hook(self, module, args, kwargs, output):
+        if torch.compiler.is_compiling():  # traced into a compiled graph: see compiled.py
+            compiled.note_traced(self._traced, compiled.LOSS_FN)
+            return None
         if torch.is_grad_enabled() and not self._closed:
             self._touch()
             self._run("loss_inputs", args, kwargs, output)
         return None
 
     def _leaf_hook(self, index: int):
-        dispatch = self._dispatch["forward"]
+        dispatch, traced = self._dispatch["forward"], self._traced
 
         def hook(module, args, output):
+            if torch.compiler.is_compiling():  # traced into a compiled graph: see compiled.py
+                compiled.note_traced(traced, index)
+                return None
             if not torch.is_grad_enabled() or self._closed:
                 return None
             self._touch()
@@ -276,6 +291,8 @@ class Monitor:
             # what this rank records, filtered on the writer thread by what any rank measured
             parts = self.reducer.commit(self.buffer, self.step_index, self._active, parts)
             select = self.reducer.select
+        if self._traced.indices:
+            self._report_traced()
         if not parts:
             return
         copy = self.buffer.to_host()
@@ -283,6 +300,15 @@ class Monitor:
                   if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
                                       dict(self.buffer.sections), self.guard, select))
+
+
+    def _report_traced(self) -> None:
+        """One info event for module outputs newly found hidden inside a compiled graph."""
+        new = self._traced.unreported()
+        if new:
+            hooks = {"forward"} | ({"loss_inputs"} if compiled.LOSS_FN in new else set())
+            blind = [i.name for i in self.instruments if hooks & self._implements[i]]
+            self.writer.submit(compiled.unobserved_event(self.ctx, new, blind, self.step_index))
 
 
 def _register_atexit(monitor: Monitor):
