@@ -33,6 +33,7 @@ from instrument.store.writer import StoreWriter
 HOOKS = ("begin_step", "model_input", "forward", "loss_inputs", "pre_step", "post_step",
          "end_step")
 MEASURING = ("model_input", "forward", "loss_inputs", "pre_step", "post_step")
+set_grad_enabled = torch._C._set_grad_enabled
 
 
 class StepRecord:
@@ -207,9 +208,13 @@ class Monitor:
                 return None
             if not torch.is_grad_enabled() or self._closed:
                 return None
-            self._touch()
+            if self._after_step or not self._open:
+                self._touch()
             if dispatch:
-                with torch.no_grad():
+                # grad mode is on here: switch it off and back without a no_grad() object
+                # (this runs once per leaf module per step)
+                set_grad_enabled(False)
+                try:
                     for inst in dispatch:
                         if inst.disabled:
                             continue
@@ -218,6 +223,8 @@ class Monitor:
                             inst.forward(index, module, output)
                         except Exception as exc:  # fail open (strict re-raises)
                             self.guard.fail(inst, "forward", exc, self.step_index)
+                finally:
+                    set_grad_enabled(True)
             return None  # never replace the module's output
 
         return hook
