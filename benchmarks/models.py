@@ -140,14 +140,17 @@ def _inside(model, batch):
     return model(*batch)
 
 
+def gpt_many_layers(blocks=48, d=32, heads=2):
+    """A deep, narrow GPT: 580 parameter tensors (one tied pair counted once), 340 leaf
+    modules."""
+    return GPT(blocks=blocks, d=d, heads=heads)
+
+
 MODELS = {
     "mlp": Spec(mlp, 128, _images(128), _classify),
     "cnn": Spec(small_cnn, 128, _images(128), _classify),
     "gpt": Spec(GPT, 16, _tokens(16), _inside),
     "resnet18": Spec(resnet18, 16, _images(16), _classify),
 }
-
-
-def gpt_many_layers(blocks=48, d=32, heads=2):
-    """A deep, narrow GPT: about 600 parameter tensors and 300 modules."""
-    return GPT(blocks=blocks, d=d, heads=heads)
+MANY_LAYERS = {"gpt48": Spec(gpt_many_layers, 8, _tokens(8), _inside)}
+"""Run by ``benchmarks/many_layers.py``, not by the matrix."""
