@@ -298,7 +298,7 @@ class Monitor:
             # what this rank records, filtered on the writer thread by what any rank measured
             parts = self.reducer.commit(self.buffer, self.step_index, self._active, parts)
             select = self.reducer.select
-        if self._traced.indices:
+        if len(self._traced.indices) > len(self._traced.reported):
             self._report_traced()
         if not parts:
             return
@@ -307,7 +307,6 @@ class Monitor:
                   if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
                                       dict(self.buffer.sections), self.guard, select))
-
 
     def _report_traced(self) -> None:
         """One info event for module outputs newly found hidden inside a compiled graph."""
