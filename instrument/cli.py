@@ -4,6 +4,7 @@ so ``avionics dashboard`` never imports torch.
     avionics runs LOGDIR          list the runs under LOGDIR with their status
     avionics dashboard LOGDIR     serve the browser dashboard (http://127.0.0.1:8050)
     avionics diagnose RUN         re-run the diagnosis rules on a saved run
+    avionics export RUN --format parquet|csv [-o DIR]   the run's series and events as files
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "runs": "instrument.commands.runs",
     "dashboard": "instrument.commands.dashboard",
     "diagnose": "instrument.commands.diagnose",
+    "export": "instrument.commands.export",
 }
 
 
