@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from instrument import distributed
+from instrument import compiled, distributed
 from instrument.cockpit.presets import Preset
 from instrument.cockpit.presets import resolve as resolve_preset
 from instrument.context import Context
@@ -105,6 +105,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     """
     optimizer = unwrap_optimizer(optimizer)
     _check_model_optimizer(model, optimizer)
+    model = compiled.unwrap(model)  # torch.compile(model): attach to the module it compiles
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be the criterion the loop calls: a loss module such as "
                         f"nn.CrossEntropyLoss(), a function, or None (losses computed with "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from instrument.compiled import strip_prefix
 from instrument.modules import leaf_modules
 
 
@@ -55,7 +56,7 @@ class Context:
         for name, p in model.named_parameters():
             index[id(p)] = len(ctx.params)
             ctx.params.append(p)
-            ctx.param_names.append(name)
+            ctx.param_names.append(strip_prefix(name))
             ctx.param_owner.append(owner_of.get(id(p), -1))
         if optimizer is not None:
             for gi, group in enumerate(optimizer.param_groups):

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from instrument.compiled import strip_prefix
+
 ROOT_NAME = "(root)"
 """Layer name used for the model itself when it is a leaf (``named_modules()`` calls it "")."""
 
@@ -30,7 +32,9 @@ _CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.Instance
 
 
 def display_name(name: str) -> str:
-    """The layer name shown and stored for a module path from ``named_modules()``."""
+    """The layer name shown and stored for a module path from ``named_modules()`` (without
+    the ``_orig_mod.`` of modules compiled by ``torch.compile``)."""
+    name = strip_prefix(name)
     return name if name else ROOT_NAME
 
 

@@ -30,7 +30,7 @@ import weakref
 import torch
 from torch import nn
 
-from instrument import losses
+from instrument import compiled, losses
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard
 from instrument.instruments.base import HostStep, Instrument
@@ -42,6 +42,7 @@ from instrument.store.writer import StoreWriter
 HOOKS = ("begin_step", "model_input", "forward", "loss_inputs", "pre_step", "post_step",
          "end_step")
 MEASURING = ("model_input", "forward", "loss_inputs", "pre_step", "post_step")
+set_grad_enabled = torch._C._set_grad_enabled
 
 
 class StepRecord:
@@ -108,6 +109,7 @@ class Monitor:
         self._capture = (None if isinstance(ctx.loss_fn, nn.Module)
                          else losses.LossCapture(self._captured))
         self._capturing = False
+        self._traced = compiled.TracedModules()  # leaf modules hidden in compiled graphs
         self._attach()
         self._atexit = _register_atexit(self)
 
@@ -178,6 +180,8 @@ class Monitor:
     # ---- hooks --------------------------------------------------------------------------
     def _attach(self) -> None:
         model, opt = self.ctx.model, self.ctx.optimizer
+        compiled.prepare()
+        self._eager_pre_forward = compiled.eager(self._pre_forward_body)
         self._handles.append(model.register_forward_pre_hook(self._model_pre_forward,
                                                              with_kwargs=True))
         for index, module in enumerate(self.ctx.modules):
@@ -193,6 +197,11 @@ class Monitor:
                 self._handles.extend(self.guard.call(inst, "attach") or ())
 
     def _model_pre_forward(self, module, args, kwargs):
+        if torch.compiler.is_compiling():  # inside torch.compile: run outside the graph
+            return self._eager_pre_forward(module, args, kwargs)
+        return self._pre_forward_body(module, args, kwargs)
+
+    def _pre_forward_body(self, module, args, kwargs):
         if torch.is_grad_enabled() and not self._closed and not self._muted:
             self._touch()
             self._model_called = True
@@ -200,6 +209,9 @@ class Monitor:
         return None
 
     def _loss_hook(self, module, args, kwargs, output):
+        if torch.compiler.is_compiling():  # traced into a compiled graph: see compiled.py
+            compiled.note_traced(self._traced, compiled.LOSS_FN)
+            return None
         # only a loss of this monitor's model: a criterion module shared with another watched
         # model must neither start nor advance this monitor's steps
         if (torch.is_grad_enabled() and not self._closed and not self._muted
@@ -226,14 +238,21 @@ class Monitor:
             losses.leave(self._capture)
 
     def _leaf_hook(self, index: int):
-        dispatch = self._dispatch["forward"]
+        dispatch, traced = self._dispatch["forward"], self._traced
 
         def hook(module, args, output):
+            if torch.compiler.is_compiling():  # traced into a compiled graph: see compiled.py
+                compiled.note_traced(traced, index)
+                return None
             if not torch.is_grad_enabled() or self._closed or self._muted:
                 return None
-            self._touch()
+            if self._after_step or not self._open:
+                self._touch()
             if dispatch:
-                with torch.no_grad():
+                # grad mode is on here: switch it off and back without a no_grad() object
+                # (this runs once per leaf module per step)
+                set_grad_enabled(False)
+                try:
                     for inst in dispatch:
                         if inst.disabled:
                             continue
@@ -242,6 +261,8 @@ class Monitor:
                             inst.forward(index, module, output)
                         except Exception as exc:  # fail open (strict re-raises)
                             self.guard.fail(inst, "forward", exc, self.step_index)
+                finally:
+                    set_grad_enabled(True)
             return None  # never replace the module's output
 
         return hook
@@ -353,6 +374,8 @@ class Monitor:
             # what this rank records, filtered on the writer thread by what any rank measured
             parts = self.reducer.commit(self.buffer, self.step_index, self._active, parts)
             select = self.reducer.select
+        if len(self._traced.indices) > len(self._traced.reported):
+            self._report_traced()
         if not parts:
             return
         copy = self.buffer.to_host()
@@ -360,6 +383,14 @@ class Monitor:
                   if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
                                       dict(self.buffer.sections), self.guard, select))
+
+    def _report_traced(self) -> None:
+        """One info event for module outputs newly found hidden inside a compiled graph."""
+        new = self._traced.unreported()
+        if new:
+            hooks = {"forward"} | ({"loss_inputs"} if compiled.LOSS_FN in new else set())
+            blind = [i.name for i in self.instruments if hooks & self._implements[i]]
+            self.writer.submit(compiled.unobserved_event(self.ctx, new, blind, self.step_index))
 
 
 def _register_atexit(monitor: Monitor):

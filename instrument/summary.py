@@ -17,10 +17,10 @@ from instrument.modules import display_name
 def model_summary(model: nn.Module, leaf_names: list, max_layers: int = 2000) -> dict:
     """Class, parameter counts and the leaf layers (name, type, parameter count)."""
     params = list(model.parameters())
-    leaves = dict(model.named_modules())
+    leaves = {display_name(n): m for n, m in model.named_modules()}
     layers = []
     for name in leaf_names[:max_layers]:
-        m = leaves.get("" if name == display_name("") else name)
+        m = leaves.get(name)
         if m is None:
             continue
         layers.append({"name": name, "type": type(m).__name__,

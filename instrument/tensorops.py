@@ -46,11 +46,17 @@ def sum_and_sumsq(x: torch.Tensor):
             torch.linalg.vector_norm(x, dtype=torch.float32).square())
 
 
+_WIDE = (torch.float64, torch.complex128)
+
+
 def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
     """Per-tensor vector norms (float32 or wider), one fused launch for dense tensors.
 
     Sparse tensors are handled one by one through their values.
     """
+    if all(t.layout == torch.strided and t.dtype not in _WIDE and t.numel() for t in tensors):
+        # the usual case (dense float32/half parameters and gradients): one pass, one launch
+        return list(torch._foreach_norm(tensors, ord, dtype=torch.float32)) if tensors else []
     out = [None] * len(tensors)
     # empty tensors (an FSDP2 rank can hold an empty shard): every norm of nothing is 0, and
     # the fused kernel refuses ord=inf on them ("no identity")

@@ -32,6 +32,9 @@ SAFE_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Dropout1d, nn.Drop
               nn.Flatten, nn.Unflatten, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid,
               nn.Softsign, nn.Threshold)
 
+ORDER_EVERY = 100
+"""Steps between recordings of the backward order of the parameters."""
+
 SUGGESTION = ("Look at the named module's inputs and weights at this step: lower the learning "
               "rate, add gradient clipping or warm-up, check the data for NaN/Inf, and guard "
               "log/sqrt/division against zero or negative arguments.")
@@ -46,28 +49,35 @@ class NonFinite(Instrument):
         self.checked = [not isinstance(m, SAFE_TYPES) for m in self.ctx.modules]
         self._bad = {}  # writer thread: tensor kind -> currently non-finite?
         self._idx = {}
-        self._recording = False  # only scheduled steps note the gradient order
-        self._grad_order, self._grad_seen = [], set()
+        self._grad_order: list = []  # the last recorded backward order (parameter indices)
+        self._recording, self._grad_hooks = None, []  # the order being recorded, its hooks
+        self._order_step = None  # the step it was last recorded at
 
     def attach(self):
-        handles = []
-        for i, p in enumerate(self.ctx.params):
-            if p.requires_grad:
-                handles.append(p.register_post_accumulate_grad_hook(self._grad_hook(i)))
-        return handles
+        return [self]  # remove(): the monitor's close() drops hooks still registered
 
-    def _grad_hook(self, i):
+    def remove(self):
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks = []
+
+    def _grad_hook(self, i, seen, order):
         def hook(param):
-            if self._recording and i not in self._grad_seen:
-                self._grad_seen.add(i)
-                self._grad_order.append(i)
+            if i not in seen:
+                seen.add(i)
+                order.append(i)
         return hook
 
     def begin_step(self, step):
         self._order, self._seen = [], set()
         self._pending_idx, self._pending = [], []
-        self._grad_order, self._grad_seen = [], set()
-        self._recording = True
+        if self._order_step is None or step - self._order_step >= ORDER_EVERY:
+            self.remove()
+            seen, self._recording = set(), []
+            self._grad_hooks = [
+                p.register_post_accumulate_grad_hook(self._grad_hook(i, seen, self._recording))
+                for i, p in enumerate(self.ctx.params) if p.requires_grad]
+            self._order_step = step
 
     def forward(self, index, module, output):
         if index not in self._seen:
@@ -83,16 +93,25 @@ class NonFinite(Instrument):
     def end_step(self):
         if self._pending:
             key = tuple(self._pending_idx)
+            view = self.sec.view
             idx = self._idx.get(key)
             if idx is None:
-                idx = self._idx[key] = torch.tensor(key, device=self.sec.view.device)
-            sums = torch.stack([s.to(self.sec.view.device) for s in self._pending])
-            self.sec.view.index_add_(0, idx, sums.to(self.sec.view.dtype))
+                if len(self._idx) > 64:  # call patterns that never repeat: stay bounded
+                    self._idx.clear()
+                idx = self._idx[key] = torch.tensor(key, device=view.device)
+            device = view.device
+            sums = torch.stack([s if s.device == device else s.to(device)
+                                for s in self._pending])
+            view.index_add_(0, idx, sums.to(view.dtype))
         self._pending_idx, self._pending = [], []
 
     def snapshot(self):
-        self._recording = False
-        return list(self._order), list(self._grad_order)
+        if self._recording is not None:  # a recording step: keep its order, drop the hooks
+            if self._recording:
+                self._grad_order = self._recording
+            self._recording = None
+            self.remove()
+        return list(self._order), self._grad_order
 
     def decode(self, step: HostStep, info):
         order, grad_order = info

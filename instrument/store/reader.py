@@ -8,6 +8,10 @@
 
 Every call opens a short-lived read-only connection, so one :class:`Run` can serve many threads
 (the dashboard) and never holds a read transaction that would starve the writer's checkpoints.
+
+pandas is imported by the methods that return DataFrames, not by this module: the training
+process imports it for run-directory helpers (:func:`store_path`, :func:`is_run_dir`) and must
+not pay pandas' import time for them.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from instrument.store import schema
 from instrument.store.errors import (
@@ -32,6 +36,9 @@ from instrument.store.errors import (
     StoreError,
     StoreLockedError,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 READ_BUSY_TIMEOUT_MS = 2000
 """How long a read waits for a lock before reporting the store as locked."""
@@ -224,6 +231,8 @@ class Run:
     def scalars(self, keys: Iterable[str] | None = None, start: int | None = None,
                 stop: int | None = None) -> pd.DataFrame:
         """Scalar series as rows ``step, wall_time, key, value`` (steps in ``[start, stop]``)."""
+        import pandas as pd
+
         keys = None if keys is None else set(keys)
         lo, hi = _bounds(start, stop)
         frames = []
@@ -261,6 +270,8 @@ class Run:
         A NaN value means the layer was not recorded at that step (a module not called, a
         parameter without gradient); ``dropna=True`` leaves those rows out.
         """
+        import pandas as pd
+
         keys = None if keys is None else set(keys)
         want = None if layers is None else set(layers)
         frames = []
@@ -300,6 +311,8 @@ class Run:
                stop: int | None = None, after_id: int | None = None) -> pd.DataFrame:
         """Events as rows ``id, step, wall_time, code, severity, layer, message, evidence,
         suggestion, rank``; ``evidence`` is a dict or None. ``after_id`` reads only newer rows."""
+        import pandas as pd
+
         lo, hi = _bounds(start, stop)
         sql = ("SELECT id, step, wall_time, code, severity, layer, message, evidence, suggestion, "
                "rank FROM events WHERE id > ? AND (step IS NULL OR step BETWEEN ? AND ?)")

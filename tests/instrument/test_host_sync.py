@@ -9,11 +9,13 @@ watching must add none.
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import instrument
+from benchmarks.models import GPT, resnet18
 from tests.helpers import batches, mlp, watch
 
 SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
@@ -80,3 +82,63 @@ def test_steps_without_scheduled_instruments_copy_nothing(run_dir):
         opt.step()
     mon.close()
     assert mon.host_transfers == 2  # steps 0 and 5
+
+
+def _gpt_batches(n, vocab=64, ctx=16, batch=4):
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for _ in range(n):
+        idx = torch.randint(0, vocab, (batch, ctx + 1), generator=g)
+        out.append((idx[:, :-1].contiguous(), idx[:, 1:].contiguous()))
+    return out
+
+
+def _image_batches(n):
+    g = torch.Generator().manual_seed(2)
+    return [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g))
+            for _ in range(n)]
+
+
+NEW_MODELS = {
+    # nanoGPT-shaped: tied embeddings, the loss inside forward, AdamW with decay groups
+    "gpt_adamw": (lambda: GPT(blocks=1, d=16, heads=2, vocab=64, ctx=16), _gpt_batches,
+                  lambda m, b: m(*b),
+                  lambda m: torch.optim.AdamW(
+                      [{"params": [p for p in m.parameters() if p.dim() >= 2]},
+                       {"params": [p for p in m.parameters() if p.dim() < 2],
+                        "weight_decay": 0.0}], lr=1e-3, weight_decay=0.1)),
+    # ResNet-18-shaped with BatchNorm (running statistics are buffers updated in forward)
+    "resnet_bn_sgd": (lambda: resnet18(width=4), _image_batches,
+                      lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]),
+                      lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)),
+}
+
+
+def _new_model_loop(model, opt, data, loss_of, mon):
+    for batch in data:
+        opt.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        opt.step()
+        mon.log(loss=loss)
+
+
+@pytest.mark.slow
+def test_no_sync_and_one_copy_per_step_on_gpt_and_resnet(run_dir):
+    for name, (build, make_data, loss_of, make_opt) in NEW_MODELS.items():
+        for schedules in ({"*": 1}, None):  # every instrument, and the defaults
+            torch.manual_seed(0)
+            model = build()
+            plain = copy.deepcopy(model)
+            data = make_data(6)
+            with CountOps() as reference:
+                _new_model_loop(plain, make_opt(plain), data, loss_of, NoMonitor())
+            opt = make_opt(model)
+            mon = instrument.watch(model, opt, run=f"{run_dir}-{name}-{schedules is None}",
+                                   strict=True, schedules=schedules)
+            with CountOps() as counter:
+                _new_model_loop(model, opt, data, loss_of, mon)
+            assert counter.syncs == reference.syncs, f"{name}: avionics added host syncs"
+            assert mon.host_transfers == 5, name  # one per committed step
+            mon.close()
+            assert mon.host_transfers == 6, name

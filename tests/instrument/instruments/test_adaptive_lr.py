@@ -16,12 +16,16 @@ CASES = {
     "adamw_amsgrad": (lambda p: torch.optim.AdamW(p, lr=3e-3, amsgrad=True), True),
     "rmsprop": (lambda p: torch.optim.RMSprop(p, lr=1e-3, eps=1e-6), False),
     "adagrad": (lambda p: torch.optim.Adagrad(p, lr=1e-2), False),
+    # groups with their own lr, eps and beta2 (per-row hyperparameters), one lr a tensor
+    "adamw_groups": (lambda p: torch.optim.AdamW(
+        [{"params": p[:2], "lr": torch.tensor(2e-3), "eps": 1e-5, "betas": (0.9, 0.99)},
+         {"params": p[2:], "lr": 5e-3, "weight_decay": 0.0}], lr=1e-3), True),
 }
 
 
 def reference_quantiles(opt, param, corrected):
     state = opt.state[param]
-    group = opt.param_groups[0]
+    group = next(g for g in opt.param_groups if any(p is param for p in g["params"]))
     if "exp_avg_sq" in state:
         v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
     else:
@@ -29,7 +33,7 @@ def reference_quantiles(opt, param, corrected):
     v = v.double().numpy().ravel()
     if corrected:
         v = v / (1 - group["betas"][1] ** float(state["step"]))
-    lr_eff = group["lr"] / (np.sqrt(v) + group["eps"])
+    lr_eff = float(group["lr"]) / (np.sqrt(v) + group["eps"])
     return np.percentile(lr_eff, [10, 50, 90])
 
 
@@ -38,7 +42,7 @@ def test_adaptive_lr_matches_state(run_dir, case):
     make, corrected = CASES[case]
     model = mlp(seed=5)  # every tensor has fewer than SAMPLE_SIZE elements: exact percentiles
     assert all(p.numel() <= SAMPLE_SIZE for p in model.parameters())
-    opt = make(model.parameters())
+    opt = make(list(model.parameters()))
     mon = watch(model, opt, run_dir)
     crit = nn.CrossEntropyLoss()
     expected = []
