@@ -71,6 +71,8 @@ class TracedModules:
     def __init__(self):
         self.indices: set = set()
         self.reported: set = set()
+        self.model_compiled = False  # the watched model's own forward was traced
+        self.model_compiled_reported = False
 
     def unreported(self) -> list:
         """Indices noted since the last call, sorted; marks them reported."""
@@ -85,10 +87,18 @@ def note_traced(traced: TracedModules, index: int) -> None:
     traced.indices.add(index)
 
 
+def note_model_compiled(traced: TracedModules) -> None:
+    """Called from the model's pre-forward hook while dynamo traces it (constant-result, like
+    :func:`note_traced`): the model runs compiled from now on."""
+    traced.model_compiled = True
+
+
 def prepare() -> None:
-    """Mark :func:`note_traced` as a constant-result call for dynamo (idempotent)."""
-    if not getattr(note_traced, "_dynamo_marked_constant", False):
-        torch.compiler.assume_constant_result(note_traced)
+    """Mark :func:`note_traced` and :func:`note_model_compiled` as constant-result calls for
+    dynamo (idempotent)."""
+    for fn in (note_traced, note_model_compiled):
+        if not getattr(fn, "_dynamo_marked_constant", False):
+            torch.compiler.assume_constant_result(fn)
 
 
 def unobserved_event(ctx, indices: list, instruments: list, step: int):
@@ -111,3 +121,22 @@ def unobserved_event(ctx, indices: list, instruments: list, step: int):
 def eager(fn):
     """``fn`` run outside any compiled graph (a graph break where a compiled region calls it)."""
     return torch.compiler.disable(fn, recursive=True)
+
+
+CAPTURE_OFF = ("the model runs under torch.compile: switching the loss capture (a torch function "
+               "mode) on and off between steps would make dynamo recompile the graph, and inside "
+               "a graph the calls are traced, not run, so losses are not captured")
+"""Why a compiled model's losses are not captured (``ctx.services["capture_off"]``)."""
+
+
+def capture_off_event(step: int):
+    """The info event saying that losses are not captured because the model is compiled."""
+    from instrument.store import schema
+    from instrument.store.records import Event
+
+    return Event(
+        schema.LOSS_NOT_CAPTURED, schema.INFO,
+        f"Losses are not captured: {CAPTURE_OFF}. The criterion and logits series, the rules "
+        "that read them and the Cockpit per-sample statistics have no loss to read. Compute the "
+        "loss with a criterion module outside the compiled model and pass it as "
+        "watch(..., loss_fn=criterion).", step=step, evidence={"reason": "torch.compile"})

@@ -198,6 +198,7 @@ class Monitor:
 
     def _model_pre_forward(self, module, args, kwargs):
         if torch.compiler.is_compiling():  # inside torch.compile: run outside the graph
+            compiled.note_model_compiled(self._traced)  # at trace time only: no capture
             return self._eager_pre_forward(module, args, kwargs)
         return self._pre_forward_body(module, args, kwargs)
 
@@ -335,7 +336,7 @@ class Monitor:
         for hook in HOOKS:
             self._dispatch[hook][:] = lists[hook]
         self.buffer.reset()
-        if self._capture is not None and lists["loss_inputs"]:
+        if self._capture is not None and lists["loss_inputs"] and not self._traced.model_compiled:
             losses.enter(self._capture)
             self._capturing = True
         self._open = True
@@ -385,8 +386,15 @@ class Monitor:
                                       dict(self.buffer.sections), self.guard, select))
 
     def _report_traced(self) -> None:
-        """One info event for module outputs newly found hidden inside a compiled graph."""
-        new = self._traced.unreported()
+        """One info event for module outputs newly found hidden inside a compiled graph (and one
+        for losses no longer captured because the model is compiled)."""
+        traced = self._traced
+        if traced.model_compiled and self._capture is not None and \
+                not traced.model_compiled_reported:
+            traced.model_compiled_reported = True
+            self.ctx.services["capture_off"] = compiled.CAPTURE_OFF
+            self.writer.submit(compiled.capture_off_event(self.step_index))
+        new = traced.unreported()
         if new:
             hooks = {"forward"} | ({"loss_inputs"} if compiled.LOSS_FN in new else set())
             blind = [i.name for i in self.instruments if hooks & self._implements[i]]

@@ -100,6 +100,9 @@ class Criterion(Instrument):
         says so once (see :meth:`decode`)."""
 
     def _nothing_captured(self, at: int, kinds: list):
+        off = self.ctx.services.get("capture_off")
+        if off:  # the monitor said why, in its own event
+            return None
         seen = (f"only {', '.join(kinds)} (no class dimension, so no chance level)" if kinds
                 else "none of F.cross_entropy, F.nll_loss, F.binary_cross_entropy[_with_logits] "
                      "or F.mse_loss")
@@ -120,7 +123,9 @@ class Criterion(Instrument):
         if s[CALLS] == 0:
             if self.captured and not self._said:
                 self._said = True  # once per run (writer thread only)
-                step.events.append(self._nothing_captured(step.step, kinds))
+                event = self._nothing_captured(step.step, kinds)
+                if event is not None:
+                    step.events.append(event)
             return
         out = step.data.scalars
         out[DKeys.CRIT_LOSS] = float(s[LOSS] / s[CALLS])

@@ -208,3 +208,27 @@ def test_partly_compiled_model_records_what_the_graph_exposes(run_dir):
     events = loaded.events()
     hidden = events[events["code"] == COMPILED_UNOBSERVED]
     assert len(hidden) == 1 and hidden.iloc[0]["evidence"]["modules"] == ["2"]
+
+
+def test_default_schedules_with_a_loss_inside_the_compiled_model_do_not_recompile(run_dir):
+    """Loss capture is on only on some steps by default; switching a torch function mode between
+    steps would recompile the graph. A compiled model gets no capture, and the run says why."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = TinyGPT()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    compiled_model = torch.compile(model)
+    mon = instrument.watch(compiled_model, opt, run=run_dir, strict=True)  # default schedules
+    with torch._dynamo.config.patch(error_on_recompile=True):  # any recompilation raises
+        for x, y in token_batches(2 * STEPS):
+            opt.zero_grad()
+            loss = compiled_model(x, y)
+            loss.backward()
+            opt.step()
+            mon.log(loss=loss)
+    mon.close()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 1
+    events = instrument.load(mon.run_dir).events()
+    off = events[events["code"] == "loss_not_captured"]
+    assert len(off) == 1 and off.iloc[0]["evidence"] == {"reason": "torch.compile"}
