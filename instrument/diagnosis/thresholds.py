@@ -151,6 +151,14 @@ class Thresholds:
     schedule_rise_steps: int = _t(5, "Consecutive learning-rate increases after a decay has "
                                      "begun (a warm restart is one jump and stays quiet).")
     schedule_tolerance: float = _t(1e-6, "Relative change of the learning rate that counts.")
+    schedule_growth_factor: float = _t(100.0, "Before any decay: a learning rate this many "
+                                              "times its first positive value ...")
+    schedule_log_ratio: float = _t(0.9, "... whose logarithm rose over the second half of the "
+                                        "rise by at least this fraction of the first half's "
+                                        "rise grows geometrically (gamma > 1), not like a "
+                                        "warm-up.")
+    schedule_warmup_max: int = _t(20000, "Steps a learning rate may keep rising from its first "
+                                         "positive value before it is no warm-up.")
 
     # ---- eval_mode_training -------------------------------------------------------------------
     eval_steps: int = _t(2, "Optimizer steps with a module in eval mode, within ...")
