@@ -82,6 +82,17 @@ class Thresholds:
     loss_regain_noise_records: int = _t(64, "... with sigma from the MAD of the last this many "
                                             "losses.")
 
+    lr_growth_window: int = _t(100, "Growth criterion (adaptive optimizers, no divergence): "
+                                    "over this many records ...")
+    lr_growth_update_ratio: float = _t(0.01, "... the median update/weight ratio is above this "
+                                             "(10x the healthy ~1e-3) in lr_high_fraction of "
+                                             "them ...")
+    lr_growth_factor: float = _t(5.0, "... the total weight-matrix norm is this many times its "
+                                      "first value ...")
+    lr_growth_recent: float = _t(0.1, "... and grew by this fraction over the window, while the "
+                                      "loss changed by less than lr_low_loss_change (a "
+                                      "plateau).")
+
     # ---- lr_too_low ----------------------------------------------------------------------------
     lr_low_update_ratio: float = _t(1e-5, "Update/weight ratio below this (100x below the "
                                           "healthy ~1e-3) counts as a vanishing step.")

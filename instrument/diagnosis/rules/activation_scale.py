@@ -35,7 +35,7 @@ from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
 from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
-from instrument.diagnosis.rules.common import by_depth, output_module
+from instrument.diagnosis.rules.common import by_depth, next_consumers, output_module
 from instrument.store import schema
 from instrument.store.schema import Keys
 
@@ -84,16 +84,8 @@ def check(h, th, facts, state):
 
 def feeds_normalization(order: list, kinds: dict) -> set:
     """Modules (in forward ``order``) whose output the next consuming module normalizes."""
-    out = set()
-    for i, name in enumerate(order):
-        for nxt in order[i + 1:]:
-            kind = kinds.get(nxt)
-            if kind in PASS_THROUGH:
-                continue
-            if kind in (NORM, BATCHNORM):
-                out.add(name)
-            break
-    return out
+    return {name for name, nxt in next_consumers(order, kinds, PASS_THROUGH).items()
+            if kinds.get(nxt) in (NORM, BATCHNORM)}
 
 
 def _remember_first(h, state) -> None:

@@ -86,3 +86,13 @@ def lr_fraction_of_peak(h: History) -> float:
         if len(lr) and lr.max() > 0:
             out = min(out, float(lr[-1] / lr.max()))
     return out
+
+
+def next_consumers(order: list, kinds: dict, skip=("dropout", "shape", "embedding")) -> dict:
+    """Module name -> the module that consumes its output next in forward ``order``, skipping
+    dropout, reshapes and embeddings (which read token ids, not the activation); None for the
+    last. Sequential reasoning: for branching models it is the next module called."""
+    out = {}
+    for i, name in enumerate(order):
+        out[name] = next((n for n in order[i + 1:] if kinds.get(n) not in skip), None)
+    return out

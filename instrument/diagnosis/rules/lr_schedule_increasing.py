@@ -62,7 +62,7 @@ def check(h, th, facts, state):
             out += _rising(h, th, s, group, lr)
         if lr < s["peak"] * (1 - tol) and s["streak"] == 0:
             s["decayed"] = True
-            s["points"] = []
+            s["points"], s["spacing"] = [], 1
         s["peak"] = max(s["peak"], lr)
         s["prev"] = lr
     return out
@@ -81,15 +81,18 @@ def _after_decay(h, th, s, group, lr):
 
 
 def _keep_point(s, step, lr) -> None:
-    """Record ``(step, lr)`` of the rising phase from the first positive value on; bounded."""
+    """Record ``(step, lr)`` of the rising phase from the first positive value on, evenly
+    spaced: at most ``POINTS`` points, the spacing doubles (every other point dropped) when
+    full, so the learning rate at any past step is known to within the spacing."""
     pts = s["points"]
-    if lr <= 0 or (pts and lr == pts[-1][1] and len(pts) > 1 and pts[-2][1] == lr):
-        if pts and lr > 0:
-            pts[-1] = (step, lr)  # a flat stretch: keep its two ends only
+    if lr <= 0:
+        return
+    if pts and step < pts[-1][0] + s.get("spacing", 1):
         return
     pts.append((step, lr))
     if len(pts) > POINTS:
-        s["points"] = pts[:1] + pts[1:-1:2] + pts[-1:]
+        s["points"] = pts[::2]
+        s["spacing"] = s.get("spacing", 1) * 2
 
 
 def _value_at(points, step) -> float:

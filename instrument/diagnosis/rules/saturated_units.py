@@ -2,7 +2,10 @@
 
 Reads the ``activations`` instrument's saturation fraction (outputs within 3 % of either end of
 the range, e.g. |tanh| > 0.97) of bounded activations. Saturated units pass almost no gradient.
-The output layer is left out: a confident sigmoid output is supposed to sit near 0 or 1.
+The output layer is left out: a confident sigmoid output is supposed to sit near 0 or 1; so
+is a bounded activation that feeds the output layer directly (BERT's pooler tanh before the
+classifier): its units are the final features, and confident features sit at the limits like
+a confident output.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
 from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
-from instrument.diagnosis.rules.common import columns, output_module
+from instrument.diagnosis.rules.common import by_depth, columns, next_consumers, output_module
 from instrument.store import schema
 from instrument.store.schema import Keys
 
@@ -25,9 +28,11 @@ def check(h, th, facts, state):
         return []
     steps, mat, names = h.layer(key, th.act_records)
     last = output_module(h, facts)
+    kinds = {m["name"]: m["kind"] for m in facts.modules}
+    feeds = next_consumers(by_depth(list(kinds), h, facts, param_level=False), kinds)
     out = []
     for j in columns(names, facts.modules_of_kind(BOUNDED)):
-        if names[j] == last:
+        if names[j] == last or feeds.get(names[j]) == last:
             continue
         col = mat[:, j]
         high = np.nan_to_num(col, nan=0.0) >= th.saturation_fraction
@@ -37,7 +42,7 @@ def check(h, th, facts, state):
                 f"limits of the activation's range) at step {h.step}; median "
                 f"{fmt(100 * nanmedian(col))}% over steps {steps[0]}..{steps[-1]}.", names[j],
                 {"saturation_fraction": float(col[-1]), "median": nanmedian(col),
-                 "records": [int(s) for s in steps]}))
+                 "records": [int(s) for s in steps]}, score=float(col[-1])))
     return out
 
 
