@@ -5,7 +5,8 @@ writer thread on each step's data (in step order) and their findings are stored 
 logged once to the console. On a saved run, :mod:`instrument.diagnosis.replay` feeds the same
 engine the recorded steps.
 
-The same problem found in many (``GROUP_MIN_LAYERS``) layers at one step (a rule returning several findings) is
+The same problem (a rule's findings of one ``kind``) found in many (``GROUP_MIN_LAYERS``)
+layers at one step (a rule returning several findings) is
 one finding listing the layers, worst first (:meth:`Finding.group`): the worst layer is its
 ``layer``, its evidence has ``layers`` and ``per_layer``.
 
@@ -184,8 +185,11 @@ class Engine:
             return []
         for f in fresh:
             self._seen.add(f.key)
-        if len(fresh) >= GROUP_MIN_LAYERS:
-            fresh = [Finding.group(fresh)]
+        kinds: dict = {}
+        for f in fresh:
+            kinds.setdefault(f.kind, []).append(f)
+        fresh = [g for same in kinds.values() for g in (
+            [Finding.group(same)] if len(same) >= GROUP_MIN_LAYERS else same)]
         for f in fresh:
             self._codes.add(f.code)
             h.found.add(f.code)

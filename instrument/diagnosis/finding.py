@@ -24,6 +24,9 @@ class Finding:
     ``stored`` is True for findings that an instrument already wrote to the store at source
     (``nonfinite``); the engine reports them but does not write them twice.
 
+    ``kind`` tells apart different problems one rule reports (a parameter without gradient vs.
+    one that never changes): only findings of the same kind are grouped.
+
     ``score`` says how bad the finding is (higher is worse); it orders the layers of a grouped
     finding (see :meth:`group`), worst first.
 
@@ -44,6 +47,7 @@ class Finding:
     per_layer: bool = True
     explained_by: tuple | None = None
     score: float = 0.0
+    kind: str = ""
 
     @property
     def layers(self) -> list:
@@ -72,7 +76,8 @@ class Finding:
               "per_layer": {f.layer: dict(f.evidence or {}) for f in ranked}}
         return cls(f"In {len(names)} layers; worst: {worst.message} Also: {shown}.",
                    worst.layer, ev, worst.severity, worst.code, worst.step, worst.suggestion,
-                   wall_time=worst.wall_time, per_layer=worst.per_layer, score=worst.score)
+                   wall_time=worst.wall_time, per_layer=worst.per_layer, score=worst.score,
+                   kind=worst.kind)
 
     @property
     def key(self) -> tuple:

@@ -30,8 +30,9 @@ def check(h, th, facts, state):
     if len(names) > NAMED:
         shown += f" and {len(names) - NAMED} more"
     return [Finding(
-        f"{len(names)} of the {held} parameters held by the optimizer have requires_grad=False "
-        f"and will not train: {shown}. Fine for a frozen backbone; check that it is meant.",
+        f"At step {h.step}, {len(names)} of the {held} parameters held by the optimizer have "
+        f"requires_grad=False and will not train: {shown}. Fine for a frozen backbone; check "
+        f"that it is meant.",
         names[0], {"parameters": names, "count": len(names), "in_optimizer": held})]
 
 
