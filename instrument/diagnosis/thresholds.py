@@ -149,6 +149,10 @@ class Thresholds:
     act_std_low: float = _t(0.02, "Hidden activation std below this (25x below the healthy "
                                   "~[0.5, 2]; default-initialized nets start near 0.05) ...")
     act_std_high: float = _t(20.0, "... or above this (10x above).")
+    act_origin_factor: float = _t(4.0, "A std off its bounds counts as grown (shrunk) during "
+                                       "training, not set by the initialization, when it was "
+                                       "within bounds at the first record and changed by this "
+                                       "factor since.")
     act_drift: float = _t(100.0, "Or: std changes by this factor, monotonically, across ...")
     act_drift_layers: int = _t(4, "... at least this many consecutive weight layers.")
 

@@ -12,9 +12,10 @@ into a normalization layer (LayerNorm/BatchNorm rescale it; GPT-2's scaled resid
 projections are small on purpose). "Next" follows the recorded forward order, skipping
 dropout, reshapes and embeddings (which read token ids, not the activation).
 
-A scale that is off is told apart by its history: off at the first activation record means
-the initialization (or the inputs) set it; within bounds at first and off later means it grew
-(or shrank) while training, which points at the learning rate or weight decay instead.
+A scale that is off is told apart by its history: off at the first activation record, or
+changed by less than ``act_origin_factor`` since, means the initialization (or the inputs) set
+it; within bounds at first and ``act_origin_factor`` times larger (smaller) later means it grew
+(shrank) while training, which points at the learning rate or weight decay instead.
 """
 
 from __future__ import annotations
@@ -100,7 +101,11 @@ def _remember_first(h, state) -> None:
 def _finding(h, th, state, name, col, steps, word) -> Finding:
     start_step, start = state["first"].get(name, (None, float("nan")))
     bound = th.act_std_low if word == "small" else th.act_std_high
-    started_off = not np.isfinite(start) or (start < bound if word == "small" else start > bound)
+    moved = col[-1] / start if np.isfinite(start) and start > 0 else 1.0
+    moved = moved if word == "large" else 1 / max(moved, 1e-30)
+    # off at the first record, or hardly moved since: the initialization (or inputs) set it
+    started_off = (not np.isfinite(start) or (start < bound if word == "small" else
+                                              start > bound) or moved < th.act_origin_factor)
     msg = (f"Activations of '{name}' are far too {word}: std {fmt(col[-1])} at step {h.step} "
            f"(median {fmt(nanmedian(col))} over steps {steps[0]}..{steps[-1]}; healthy is "
            f"about 0.5..2)")
@@ -108,8 +113,8 @@ def _finding(h, th, state, name, col, steps, word) -> Finding:
           "first_std": start, "first_step": start_step}
     if started_off:
         ev["origin"] = "initialization"
-        return Finding(msg + f", and already {fmt(start)} at the first record (step "
-                       f"{start_step}): the initialization or the inputs set this scale.",
+        return Finding(msg + f", and {fmt(start)} at the first record (step {start_step}): the "
+                       f"initialization or the inputs set this scale.",
                        name, ev, score=abs(float(np.log(max(col[-1], 1e-30)))))
     ev["origin"] = "training"
     verb = "grew" if word == "large" else "shrank"

@@ -37,9 +37,15 @@ def by_depth(names: list, h: History, facts, param_level: bool) -> list:
 
 
 def output_module(h: History, facts):
-    """The leaf module called last in the forward pass (the model's output layer)."""
+    """The leaf module called last in the forward pass (the model's output layer). Modules
+    the recorded forward pass never called (an attention dropout that a fused kernel replaces)
+    do not count, although depth order puts them last."""
     names = [m["name"] for m in facts.modules]
-    return by_depth(names, h, facts, param_level=False)[-1] if names else None
+    if not names:
+        return None
+    rank = module_rank(h, facts)
+    called = [n for n in names if rank.get(n, np.inf) < len(names)]
+    return max(called or names, key=lambda n: rank.get(n, -1))
 
 
 def columns(names: list, wanted) -> list:
