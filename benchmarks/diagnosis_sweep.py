@@ -313,7 +313,7 @@ HEALTHY = [
     _c("mlp_sgd_momentum", "mlp", optimizer="sgd", lr=0.05),
     _c("tanh_mlp_adamw_cosine", "tanh_mlp", schedule="cosine", lr=2e-3),
     _c("gpt_long_warmup_then_cosine", "gpt", schedule="warmup_cosine", warmup=150, lr=1e-3,
-       slow=True),
+       ci_steps=300, slow=True),
 ]
 
 BUGS = [
