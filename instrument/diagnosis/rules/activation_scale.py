@@ -34,11 +34,10 @@ from instrument.diagnosis.facts import (
 )
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import by_depth, next_consumers, output_module
 from instrument.store import schema
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 PASS_THROUGH = (DROPOUT, SHAPE, EMBEDDING)
 """Kinds skipped when looking for the module that consumes an output next."""
