@@ -49,7 +49,6 @@ def weight_total(h, facts, state):
         return
     total = float(np.sqrt(np.sum(np.square(w[cols]))))
     state.setdefault("growth_first", total)
-    state.setdefault("growth_norms", deque(maxlen=1 << 16))  # resized below
     return total
 
 
@@ -57,11 +56,9 @@ def check_growth(h, th, facts, state, med):
     """The finding (a list of at most one), or []."""
     total = weight_total(h, facts, state)
     n = th.lr_growth_window
-    norms = state.get("growth_norms")
-    if total is None or norms is None:
+    if total is None:
         return []
-    if norms.maxlen != n:
-        norms = state["growth_norms"] = deque(norms, maxlen=n)
+    norms = state.setdefault("growth_norms", deque(maxlen=n))
     norms.append(total)
     ratios = state.setdefault("growth_ratios", deque(maxlen=n))
     _, m = med

@@ -212,7 +212,8 @@ def _loss_window(th) -> int:
 
 RULE = Rule(
     code="lr_too_high", severity=schema.WARNING,
-    summary="the loss rises fast or spikes, or update ratios sit far above 1e-3",
+    summary=("the loss rises fast or spikes, update ratios sit far above 1e-3, or large "
+             "updates inflate the weights while the loss plateaus"),
     suggestion=("Lower the learning rate (try 3-10x lower), add a warm-up, or clip gradients; "
                 "with Adam also consider a larger eps. Aim for update/weight ratios near 1e-3."),
     check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS, Keys.WEIGHT_NORM),
