@@ -5,6 +5,11 @@ writer thread on each step's data (in step order) and their findings are stored 
 logged once to the console. On a saved run, :mod:`instrument.diagnosis.replay` feeds the same
 engine the recorded steps.
 
+The same problem (a rule's findings of one ``kind``) found in many (``GROUP_MIN_LAYERS``)
+layers at one step (a rule returning several findings) is
+one finding listing the layers, worst first (:meth:`Finding.group`): the worst layer is its
+``layer``, its evidence has ``layers`` and ``per_layer``.
+
 A rule's ``suppressed_by`` codes explain its symptom better: once one is found, the rule stays
 quiet. Root-cause rules need a few records before they speak, though (``input_scale`` looks at
 five), so a consequence can be found first: a high first loss at step 0, before the inputs were
@@ -40,6 +45,9 @@ SOURCE_CODES = (schema.NONFINITE,)
 
 CONSOLE_LAYERS_PER_CODE = 3
 """Console lines per code (one per layer); further layers are summarized in one line."""
+
+GROUP_MIN_LAYERS = 3
+"""A rule's findings for this many layers or more at one step become one grouped finding."""
 
 _LEVELS = {schema.INFO: logging.INFO, schema.WARNING: logging.WARNING,
            schema.CRITICAL: logging.ERROR}
@@ -125,22 +133,32 @@ class Engine:
                     raise
                 self._disable(rule, exc)
                 continue
-            for f in found:
-                f.code = rule.code
-                f.severity = f.severity or rule.severity
-                f.step = h.step if f.step is None else f.step
-                f.suggestion = f.suggestion or rule.suggestion
-                f.per_layer = rule.per_layer
-                if f.key in self._seen:
-                    continue
-                self._seen.add(f.key)
-                self._codes.add(f.code)
-                h.found.add(f.code)
-                self._link_consequences(f)
-                self.findings.append(f)
-                new.append(f)
-                self._log(f)
+            new += self._accept(rule, found)
         return new
+
+    def finish(self) -> list:
+        """The end-of-run checks (rules with a ``finish`` function, e.g. a warm-up still rising
+        when the run ended); called once when a finished run closes, live and in replays.
+        Returns the new findings."""
+        new = []
+        for rule in list(self.active):
+            if rule.finish is None or any(c in self._codes for c in rule.suppressed_by):
+                continue
+            try:
+                found = rule.finish(self.history, self.th, self.facts,
+                                    self._states[rule.code]) or ()
+            except Exception as exc:
+                if self.strict:
+                    raise
+                self._disable(rule, exc)
+                continue
+            new += self._accept(rule, found)
+        return new
+
+    def close_events(self) -> list:
+        """Observer hook for the store worker when the run closes as finished: the events of
+        :meth:`finish` to store."""
+        return [f.to_event() for f in self.finish() if not f.stored] + self._take_errors()
 
     def describe(self) -> dict:
         """What goes into ``meta["diagnosis"]``: facts, overridden thresholds, rule status."""
@@ -148,6 +166,37 @@ class Engine:
                 "rules": dict(self.status)}
 
     # ---- internals -----------------------------------------------------------------------------
+    def _accept(self, rule, found) -> list:
+        """Fill in, de-duplicate, group (one finding for several layers), link and log what
+        ``rule`` found; returns the new findings."""
+        h = self.history
+        fresh = []
+        for f in found:
+            f.code = rule.code
+            f.severity = f.severity or rule.severity
+            f.step = h.step if f.step is None else f.step
+            f.suggestion = f.suggestion or rule.suggestion
+            f.per_layer = rule.per_layer
+            if f.key in self._seen or any(g.key == f.key for g in fresh):
+                continue
+            fresh.append(f)
+        if not fresh:
+            return []
+        for f in fresh:
+            self._seen.add(f.key)
+        kinds: dict = {}
+        for f in fresh:
+            kinds.setdefault(f.kind, []).append(f)
+        fresh = [g for same in kinds.values() for g in (
+            [Finding.group(same)] if len(same) >= GROUP_MIN_LAYERS else same)]
+        for f in fresh:
+            self._codes.add(f.code)
+            h.found.add(f.code)
+            self._link_consequences(f)
+            self.findings.append(f)
+            self._log(f)
+        return fresh
+
     def _link_consequences(self, cause: Finding) -> None:
         """Link recent findings that ``cause`` explains (see the module docstring)."""
         codes = self._explains.get(cause.code)

@@ -93,7 +93,7 @@ _TYPE_KINDS = {
               "FeatureAlphaDropout"),
     BATCHNORM: ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LazyBatchNorm1d",
                 "LazyBatchNorm2d", "LazyBatchNorm3d"),
-    LINEAR: ("Linear", "Bilinear", "LazyLinear"),
+    LINEAR: ("Linear", "Bilinear", "LazyLinear", "Conv1D", "NonDynamicallyQuantizableLinear"),
     CONV: ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
            "LazyConv1d", "LazyConv2d", "LazyConv3d"),
     EMBEDDING: ("Embedding", "EmbeddingBag"),
@@ -132,6 +132,11 @@ def module_kind(module) -> str:
     for kind, types in checks:
         if isinstance(module, types):
             return kind
+    # a layer class torch does not know (transformers' Conv1D in GPT-2, custom projections)
+    # that owns a weight matrix transforms its input like a Linear layer
+    weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+    if weight is not None and weight.dim() == 2 and not list(module.children()):
+        return LINEAR
     return OTHER
 
 

@@ -9,6 +9,12 @@ from typing import Any
 
 from instrument.store.records import Event
 
+GROUP_KEY = "layers"
+"""Evidence key of a grouped finding: all its layers, worst first."""
+
+GROUP_NAMED = 8
+"""Layers named in a grouped finding's message besides the worst (the evidence has all)."""
+
 
 @dataclass
 class Finding:
@@ -17,6 +23,12 @@ class Finding:
 
     ``stored`` is True for findings that an instrument already wrote to the store at source
     (``nonfinite``); the engine reports them but does not write them twice.
+
+    ``kind`` tells apart different problems one rule reports (a parameter without gradient vs.
+    one that never changes): only findings of the same kind are grouped.
+
+    ``score`` says how bad the finding is (higher is worse); it orders the layers of a grouped
+    finding (see :meth:`group`), worst first.
 
     ``explained_by`` is ``(code, step)`` of a later finding that probably caused this one (see
     :meth:`instrument.diagnosis.engine.Engine.observe`); that finding's evidence lists it under
@@ -34,6 +46,38 @@ class Finding:
     wall_time: float = field(default_factory=time.time)
     per_layer: bool = True
     explained_by: tuple | None = None
+    score: float = 0.0
+    kind: str = ""
+
+    @property
+    def layers(self) -> list:
+        """The layers this finding holds for: those of a group, else its one layer (or none)."""
+        grouped = (self.evidence or {}).get(GROUP_KEY)
+        if grouped:
+            return list(grouped)
+        return [self.layer] if self.layer else []
+
+    @classmethod
+    def group(cls, findings: list) -> Finding:
+        """One finding for the same problem in several layers, worst (highest score) first.
+
+        The result looks like the worst layer's finding (its ``layer``, message, evidence and
+        suggestion), so readers of single findings keep working; its evidence adds
+        ``layers`` (all of them, worst first) and ``per_layer`` (each one's evidence), and the
+        message names the other layers.
+        """
+        ranked = sorted(findings, key=lambda f: -f.score)  # stable: rule order on ties
+        worst = ranked[0]
+        names = [f.layer for f in ranked]
+        shown = ", ".join(f"'{n}'" for n in names[1:1 + GROUP_NAMED])
+        more = len(names) - 1 - GROUP_NAMED
+        shown += f" and {more} more" if more > 0 else ""
+        ev = {**dict(worst.evidence or {}), GROUP_KEY: names,
+              "per_layer": {f.layer: dict(f.evidence or {}) for f in ranked}}
+        return cls(f"In {len(names)} layers; worst: {worst.message} Also: {shown}.",
+                   worst.layer, ev, worst.severity, worst.code, worst.step, worst.suggestion,
+                   wall_time=worst.wall_time, per_layer=worst.per_layer, score=worst.score,
+                   kind=worst.kind)
 
     @property
     def key(self) -> tuple:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from instrument.diagnosis import coverage
 from instrument.diagnosis.engine import SOURCE_CODES, Engine
 from instrument.diagnosis.facts import RunFacts
 from instrument.diagnosis.rules import CODES
@@ -37,6 +38,7 @@ class Diagnosis:
     status: dict
     thresholds: Thresholds
     notes: list = field(default_factory=list)  # instrument errors recorded in the run
+    coverage: list = field(default_factory=list)  # what instruments could not measure
 
     @property
     def critical(self) -> list:
@@ -63,8 +65,11 @@ def diagnose(run: Run, thresholds: Mapping[str, Any] | None = None) -> Diagnosis
     for d in iter_steps(run, engine.history._wanted):
         d.events = source.get(d.step, [])
         engine.observe(d)
+    if meta.get("status") == schema.FINISHED:
+        engine.finish()  # the end-of-run checks the live engine ran at close()
     notes = _events(run, (schema.INSTRUMENT_ERROR,))
-    return Diagnosis(run.run_dir, meta, engine.findings, dict(engine.status), th, notes)
+    cover = coverage.notes(_events(run, coverage.COVERAGE_CODES), facts)
+    return Diagnosis(run.run_dir, meta, engine.findings, dict(engine.status), th, notes, cover)
 
 
 def iter_steps(run: Run, wanted=lambda key: True) -> Iterator[StepData]:

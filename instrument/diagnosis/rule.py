@@ -43,6 +43,9 @@ class Rule:
             missing ``zero_grad()`` causes).
         per_layer: findings are de-duplicated per code and layer (True) or per code only
             (False: run-wide findings whose ``layer`` just points at the worst layer).
+        finish: optional ``finish(h, th, facts, state) -> list[Finding]``, run once when a
+            finished run closes (live at ``close()``, and by ``avionics diagnose``): checks
+            that only the end of the run can decide (a warm-up still rising at the end).
         windows: ``thresholds -> {key: records}``, how many records of each series ``check``
             reads (the engine keeps no more of layer series; unlisted ones keep
             ``Thresholds.history``).
@@ -60,6 +63,7 @@ class Rule:
     suppressed_by: tuple = ()
     per_layer: bool = True
     windows: Callable | None = None
+    finish: Callable | None = None
 
     def __post_init__(self):
         if self.severity not in schema.SEVERITIES:

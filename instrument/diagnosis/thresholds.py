@@ -82,6 +82,17 @@ class Thresholds:
     loss_regain_noise_records: int = _t(64, "... with sigma from the MAD of the last this many "
                                             "losses.")
 
+    lr_growth_window: int = _t(100, "Growth criterion (adaptive optimizers, no divergence): "
+                                    "over this many records ...")
+    lr_growth_update_ratio: float = _t(0.01, "... the median update/weight ratio is above this "
+                                             "(10x the healthy ~1e-3) in lr_high_fraction of "
+                                             "them ...")
+    lr_growth_factor: float = _t(5.0, "... the total weight-matrix norm is this many times its "
+                                      "first value ...")
+    lr_growth_recent: float = _t(0.1, "... and grew by this fraction over the window, while the "
+                                      "loss changed by less than lr_low_loss_change (a "
+                                      "plateau).")
+
     # ---- lr_too_low ----------------------------------------------------------------------------
     lr_low_update_ratio: float = _t(1e-5, "Update/weight ratio below this (100x below the "
                                           "healthy ~1e-3) counts as a vanishing step.")
@@ -138,6 +149,10 @@ class Thresholds:
     act_std_low: float = _t(0.02, "Hidden activation std below this (25x below the healthy "
                                   "~[0.5, 2]; default-initialized nets start near 0.05) ...")
     act_std_high: float = _t(20.0, "... or above this (10x above).")
+    act_origin_factor: float = _t(4.0, "A std off its bounds counts as grown (shrunk) during "
+                                       "training, not set by the initialization, when it was "
+                                       "within bounds at the first record and changed by this "
+                                       "factor since.")
     act_drift: float = _t(100.0, "Or: std changes by this factor, monotonically, across ...")
     act_drift_layers: int = _t(4, "... at least this many consecutive weight layers.")
 
@@ -151,6 +166,14 @@ class Thresholds:
     schedule_rise_steps: int = _t(5, "Consecutive learning-rate increases after a decay has "
                                      "begun (a warm restart is one jump and stays quiet).")
     schedule_tolerance: float = _t(1e-6, "Relative change of the learning rate that counts.")
+    schedule_growth_factor: float = _t(100.0, "Before any decay: a learning rate this many "
+                                              "times its first positive value ...")
+    schedule_log_ratio: float = _t(0.9, "... whose logarithm rose over the second half of the "
+                                        "rise by at least this fraction of the first half's "
+                                        "rise grows geometrically (gamma > 1), not like a "
+                                        "warm-up.")
+    schedule_warmup_max: int = _t(20000, "Steps a learning rate may keep rising from its first "
+                                         "positive value before it is no warm-up.")
 
     # ---- eval_mode_training -------------------------------------------------------------------
     eval_steps: int = _t(2, "Optimizer steps with a module in eval mode, within ...")

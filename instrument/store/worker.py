@@ -139,6 +139,8 @@ class StoreWorker:
             for d in steps:  # let observers see what instruments reported for the step
                 d.events = [e for e in events if e.step == d.step]
         events.extend(self._observe(steps))
+        if meta.get("status") == schema.FINISHED:  # the run closed: end-of-run checks
+            events.extend(self._close_observers())
         if beat:
             meta["heartbeat"] = time.time()
         conn = self.conn
@@ -170,6 +172,23 @@ class StoreWorker:
                 log.warning("avionics: %s", msg)
                 out.append(Event(schema.INSTRUMENT_ERROR, schema.WARNING, msg,
                                  step=steps[0].step if steps else None, layer=name))
+        return out
+
+    def _close_observers(self) -> list:
+        """Events of the observers' ``close_events()`` (if they have one), once at the end."""
+        out = []
+        for observer in list(self.observers):
+            hook = getattr(observer, "close_events", None)
+            if hook is None:
+                continue
+            try:
+                out.extend(hook())
+            except Exception as exc:  # fail open, as for steps
+                if self.strict:
+                    self.pending_error = exc
+                msg = f"observer close failed: {type(exc).__name__}: {exc}"
+                log.warning("avionics: %s", msg)
+                out.append(Event(schema.INSTRUMENT_ERROR, schema.WARNING, msg))
         return out
 
     def _write_steps(self, conn, steps: list) -> None:

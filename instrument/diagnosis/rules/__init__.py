@@ -12,6 +12,7 @@ from instrument.diagnosis.rules import (
                                         dead_units,
                                         eval_mode_training,
                                         exploding_gradients,
+                                        frozen_in_optimizer,
                                         frozen_parameters,
                                         initial_loss,
                                         input_scale,
@@ -32,6 +33,7 @@ RULES = tuple(m.RULE for m in (
     nonfinite, missing_zero_grad, eval_mode_training, probabilities_into_loss, input_scale,
     repeated_batch, single_label_batch, initial_loss, lr_too_high, exploding_gradients,
     clipping_saturated, lr_too_low, lr_schedule_increasing, loss_at_chance, frozen_parameters,
+    frozen_in_optimizer,
     vanishing_gradients, dead_units, saturated_units, activation_scale,
 ))
 """All rules, in evaluation order."""

@@ -36,9 +36,15 @@ def by_depth(names: list, h: History, facts, param_level: bool) -> list:
 
 
 def output_module(h: History, facts):
-    """The leaf module called last in the forward pass (the model's output layer)."""
+    """The leaf module called last in the forward pass (the model's output layer). Modules
+    the recorded forward pass never called (an attention dropout that a fused kernel replaces)
+    do not count, although depth order puts them last."""
     names = [m["name"] for m in facts.modules]
-    return by_depth(names, h, facts, param_level=False)[-1] if names else None
+    if not names:
+        return None
+    rank = module_rank(h, facts)
+    called = [n for n in names if rank.get(n, np.inf) < len(names)]
+    return max(called or names, key=lambda n: rank.get(n, -1))
 
 
 def columns(names: list, wanted) -> list:
@@ -84,4 +90,14 @@ def lr_fraction_of_peak(h: History) -> float:
         lr = lr[np.isfinite(lr)]
         if len(lr) and lr.max() > 0:
             out = min(out, float(lr[-1] / lr.max()))
+    return out
+
+
+def next_consumers(order: list, kinds: dict, skip=("dropout", "shape", "embedding")) -> dict:
+    """Module name -> the module that consumes its output next in forward ``order``, skipping
+    dropout, reshapes and embeddings (which read token ids, not the activation); None for the
+    last. Sequential reasoning: for branching models it is the next module called."""
+    out = {}
+    for i, name in enumerate(order):
+        out[name] = next((n for n in order[i + 1:] if kinds.get(n) not in skip), None)
     return out

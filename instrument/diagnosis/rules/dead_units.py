@@ -38,7 +38,7 @@ def check(h, th, facts, state):
                 f"batch at step {h.step} (median {fmt(100 * nanmedian(col))}% over the last "
                 f"{len(col)} activation records, steps {steps[0]}..{steps[-1]}).", names[j],
                 {"dead_fraction": float(col[-1]), "median": nanmedian(col),
-                 "records": [int(s) for s in steps]}))
+                 "records": [int(s) for s in steps]}, score=float(col[-1])))
     return out
 
 

@@ -60,7 +60,8 @@ def check(h, th, facts, state):
                 f"Parameter '{name}' received {what} at any of the last {n} recorded steps "
                 f"(steps {gsteps[0]}..{gsteps[-1]}): {why}.", name,
                 {"window": [int(gsteps[0]), int(gsteps[-1])], "problem": what,
-                 "in_optimizer": None if p is None else p["in_optimizer"]}))
+                 "in_optimizer": None if p is None else p["in_optimizer"]},
+                kind=f"{what}: {why}"))
             continue
         if len(wsteps) < n or name not in wnames:
             continue
@@ -80,7 +81,7 @@ def check(h, th, facts, state):
             f"Parameter '{name}' receives gradients but never changed over the last {n} "
             f"recorded steps (steps {wsteps[0]}..{wsteps[-1]}): {why}.", name,
             {"window": [int(wsteps[0]), int(wsteps[-1])], "problem": "no change",
-             "in_optimizer": held, "weight_norm": float(wc[0])}))
+             "in_optimizer": held, "weight_norm": float(wc[0])}, kind=f"no change: {why}"))
     return out
 
 

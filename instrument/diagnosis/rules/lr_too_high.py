@@ -24,7 +24,10 @@ Meant to fire *before* the NaN arrives. Any of:
   ``loss_regain_noise`` standard errors of the rolling median (sigma from the MAD of the last
   ``loss_regain_noise_records`` losses): the minimum of a noisy rolling median is low by chance,
   and a loss wandering on a noisy plateau (small batches near convergence, fine-tuning) gives
-  back "progress" that was never made.
+  back "progress" that was never made;
+* *growth* (adaptive optimizers, no divergence): update ratios persistently above
+  ``lr_growth_update_ratio``, the weights growing ``lr_growth_factor``-fold and still growing,
+  and the loss on a plateau (see :mod:`instrument.diagnosis.rules.lr_growth`).
 
 Not reported while gradients are stale (``missing_zero_grad`` explains the divergence then).
 """
@@ -39,6 +42,7 @@ from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import FIRST_VALUES, finite, fmt
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import loss_key, weight_ratio_median
+from instrument.diagnosis.rules.lr_growth import check_growth
 from instrument.store import schema
 from instrument.store.schema import DKeys, Keys
 
@@ -47,7 +51,7 @@ def check(h, th, facts, state):
     med = _ratio_median(h, th, facts, state)
     # all three run every step (the divergence tracker keeps state), the first one reports
     return (_ratios(h, th, med) + _fast_rise(h, th, med) + _jump(h, th, med) +
-            _regain(h, th, state))[:1]
+            _regain(h, th, state) + check_growth(h, th, facts, state, med))[:1]
 
 
 def _ratio_median(h, th, facts, state):
@@ -208,10 +212,12 @@ def _loss_window(th) -> int:
 
 RULE = Rule(
     code="lr_too_high", severity=schema.WARNING,
-    summary="the loss rises fast or spikes, or update ratios sit far above 1e-3",
+    summary=("the loss rises fast or spikes, update ratios sit far above 1e-3, or large "
+             "updates inflate the weights while the loss plateaus"),
     suggestion=("Lower the learning rate (try 3-10x lower), add a warm-up, or clip gradients; "
                 "with Adam also consider a larger eps. Aim for update/weight ratios near 1e-3."),
     check=check, keys=(Keys.UPDATE_RATIO, Keys.LOSS, Keys.WEIGHT_NORM),
     suppressed_by=("missing_zero_grad", "input_scale"), per_layer=False,
     windows=lambda th: {Keys.UPDATE_RATIO: 1, Keys.WEIGHT_NORM: 1,
-                        Keys.LOSS: _loss_window(th), DKeys.CRIT_LOSS: _loss_window(th)})
+                        Keys.LOSS: max(_loss_window(th), th.lr_growth_window),
+                        DKeys.CRIT_LOSS: max(_loss_window(th), th.lr_growth_window)})

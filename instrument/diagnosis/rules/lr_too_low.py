@@ -90,4 +90,7 @@ RULE = Rule(
     check=check, needs=("update", "weight_norm"),
     keys=(Keys.UPDATE_RATIO, Keys.LOSS, "lr/*"),
     windows=lambda th: {Keys.UPDATE_RATIO: th.lr_low_window, Keys.LOSS: th.lr_low_window,
-                        DKeys.CRIT_LOSS: th.lr_low_window})
+                        DKeys.CRIT_LOSS: th.lr_low_window},
+    # tiny updates are a symptom when the steps were too large (units died, weights blew
+    # up) or the units are dead: never "too low" next to "too high" for the same run
+    suppressed_by=("missing_zero_grad", "lr_too_high", "dead_units"))

@@ -34,7 +34,12 @@ def check(h, th, facts, state):
     size = {p["name"]: max(1, math.prod(p["shape"])) for p in facts.params}
     rms = np.array([g[index[m]] / math.sqrt(size[m]) for m in mats])
     q = max(1, len(mats) // 4)
-    early, late = nanmedian(rms[:q]), nanmedian(rms[-q:])
+    # the early side counts its best-fed matrix: a gradient that reaches one of them reaches
+    # that depth (attention's query/key projections get tiny gradients at initialization by
+    # construction, while the value projection beside them is fed normally)
+    early_rms = rms[:q][np.isfinite(rms[:q])]
+    early = float(early_rms.max()) if len(early_rms) else np.nan
+    late = nanmedian(rms[-q:])
     # exactly zero early gradients are blocked (dead units, a cut graph), not vanishing:
     # other rules report those. One ratio per step, kept for the window (cheap per step).
     ratio = early / late if late > 0 and early > 0 else np.nan

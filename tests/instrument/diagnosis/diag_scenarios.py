@@ -53,7 +53,7 @@ class Config:
     # bugs (each switched on by name in ``bugs``):
     #   no_zero_grad, eval_mode, softmax_into_ce, unshuffled, repeated_batch, raw_pixels,
     #   shuffled_labels, unused_layer, not_in_optimizer, big_last_layer, dead_bias,
-    #   tiny_init, huge_init, log_softmax_into_ce, nll_on_logits, log_input
+    #   tiny_init, huge_init, log_softmax_into_ce, nll_on_logits, log_input, frozen_in_optimizer
 
 
 def make_model(cfg: Config) -> nn.Module:  # noqa: C901  (one branch per scenario model)
@@ -102,6 +102,8 @@ def make_model(cfg: Config) -> nn.Module:  # noqa: C901  (one branch per scenari
         if "huge_init" in cfg.bugs:
             for layer in linears[1:-1] or linears:
                 layer.weight.mul_(60.0)
+    if "frozen_in_optimizer" in cfg.bugs:  # frozen, yet handed to the optimizer below
+        linears[0].requires_grad_(False)
     if "unused_layer" in cfg.bugs:
         m = WithUnused(m)
     if "log_input" in cfg.bugs:

@@ -138,12 +138,12 @@ def test_findings_are_deduplicated_per_code_and_layer_and_logged_once(caplog):
 
 
 def test_console_lines_per_code_are_capped(caplog):
-    def check(h, th, facts, state):
-        return [Finding("dead", f"l{i}") for i in range(10)]
+    def check(h, th, facts, state):  # one new layer per step: never grouped
+        return [Finding("dead", f"l{i}") for i in range(h.step + 1)]
 
     eng = Engine(RunFacts(), rules=[_rule("many", check)])
     with caplog.at_level(logging.INFO, logger="avionics.diagnosis"):
-        stored = eng(StepData(0))
+        stored = [e for d in _steps(10) for e in eng(d)]
     assert len(stored) == 10  # all stored ...
     assert len(caplog.records) == 4 and "further layers" in caplog.records[-1].getMessage()
 

@@ -35,6 +35,8 @@ SCENARIOS = {
     "single_label_batch": ("unshuffled", Config(bugs={"unshuffled"}, steps=22)),
     "repeated_batch": ("repeated_batch", Config(bugs={"repeated_batch"}, steps=12)),
     "clipping_saturated": ("clip", Config(clip=0.05, steps=105)),
+    "frozen_in_optimizer": ("frozen_in_optimizer", Config(bugs={"frozen_in_optimizer"},
+                                                          steps=3)),
 }
 
 
