@@ -150,7 +150,7 @@ def test_training_unchanged(lit, tmp_path):
 
 
 @pytest.mark.slow
-def test_healthy_lightning_mlp_is_quiet(tmp_path, request):
+def test_healthy_lightning_mlp_is_quiet(tmp_path):
     """A Lightning MLP on the digits data (standardized, shuffled), default Trainer settings
     but for the device and the console: no warnings or criticals from the diagnosis."""
     lightning = pytest.importorskip("lightning.pytorch")
@@ -190,4 +190,4 @@ def test_healthy_lightning_mlp_is_quiet(tmp_path, request):
     losses = _series(instrument.load(run_dir), "loss")
     assert len(losses) == trainer.global_step and math.isfinite(losses[max(losses)])
     assert losses[max(losses)] < 0.5 * losses[0]  # it learned
-    assert_quiet(request, run_dir)
+    assert_quiet(run_dir)

@@ -21,18 +21,6 @@ CLIP = 0.1
 
 MODELS = {"gpt2": (tiny_gpt2, lm_data), "bert": (tiny_bert, cls_data)}
 
-EMBEDDING_STD = ("the model initializes its embeddings with std 0.02 by design (a LayerNorm "
-                 "follows them)")
-KNOWN_FALSE_ALARMS = {
-    "gpt2": {"activation_scale": EMBEDDING_STD},
-    "bert": {"activation_scale": EMBEDDING_STD,
-             "vanishing_gradients": "the first weight layers are layer 0's attention query/key/"
-                                    "value projections, whose gradients are tiny while the "
-                                    "0.02-initialized attention is still near uniform"},
-}
-"""Rules that fire on these healthy runs (see tests/integrations/quiet.py): the test is xfail
-while they do, naming the rule, and passes by itself once the rule is fixed."""
-
 
 def _args(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4,
@@ -131,7 +119,7 @@ def test_training_unchanged_and_beside_other_callbacks(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
-def test_healthy_default_trainer_run_is_quiet(tmp_path, kind, request):
+def test_healthy_default_trainer_run_is_quiet(tmp_path, kind):
     """100 steps with Trainer's default settings (AdamW 5e-5, linear decay, clipping at 1.0)
     on learnable synthetic data: no warnings or criticals from the diagnosis."""
     make_model, make_data = MODELS[kind]
@@ -139,7 +127,7 @@ def test_healthy_default_trainer_run_is_quiet(tmp_path, kind, request):
     args = _args(tmp_path, max_steps=100, per_device_train_batch_size=8)
     Trainer(model=make_model(), args=args, train_dataset=make_data(400),
             callbacks=[AvionicsCallback(run=run_dir, strict=True)]).train()
-    assert_quiet(request, run_dir, KNOWN_FALSE_ALARMS[kind])
+    assert_quiet(run_dir)
 
 
 def test_eval_metrics_at_the_step_they_follow(tmp_path):
