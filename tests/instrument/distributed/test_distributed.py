@@ -198,7 +198,9 @@ def test_ddp_matches_single_process_with_one_collective_per_step(tmp_path):
 
 
 def test_ddp_adam_and_per_rank_stores(tmp_path):
-    case = Case("ddp", optimizer="adam", steps=3, per_rank=True)
+    # adaptive_lr runs every 10th step by default: every step here, to compare each one
+    case = Case("ddp", optimizer="adam", steps=3, per_rank=True,
+                schedules={"activations": 1, "adaptive_lr": 1})
     run_dir, outs = launch(case, tmp_path)
     ref = bodies.reference(case)
     run = check_against_reference(run_dir, ref, case)
