@@ -17,7 +17,17 @@ from __future__ import annotations
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update
 
 from dashboard import navigation, refresh
-from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, graph_style, pid, run_options
+from dashboard.layout import (
+    BODY,
+    EXTRA,
+    FILTER,
+    GRAPH,
+    OPTIONS,
+    STATE,
+    graph_style,
+    pid,
+    run_options,
+)
 from dashboard.panels import BY_NAME, events
 from dashboard.panels.base import READ_ERRORS, View
 
@@ -117,6 +127,10 @@ def _replay(app) -> None:
         ClientsideFunction("avionics", "play_interval"),
         Output("play-tick", "interval"), Input("speed", "value"), State("play-min-ms", "data"))
     app.clientside_callback(
+        ClientsideFunction("avionics", "scroll_to_finding"),
+        Output("scrolled", "data"), Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"),
+        prevent_initial_call=True)
+    app.clientside_callback(
         ClientsideFunction("avionics", "play_state"),
         Output("play-tick", "disabled"), Output("play", "children"), Input("playing", "data"))
 
@@ -124,19 +138,23 @@ def _replay(app) -> None:
 def _panels(app, catalog) -> None:
     @app.callback(Output(pid(GRAPH, MATCH), "figure"), Output(pid(EXTRA, MATCH), "children"),
                   Output(pid(STATE, MATCH), "data"), Output(pid(GRAPH, MATCH), "style"),
+                  Output(pid(BODY, MATCH), "className"),
                   Input("view", "data"), Input("heads", "data"),
-                  Input(pid(OPTIONS, MATCH), "value"), State(pid(STATE, MATCH), "data"),
-                  prevent_initial_call=True)
-    def update_panel(view_data, heads, options, state):
+                  Input(pid(OPTIONS, MATCH), "value"), Input(pid(FILTER, MATCH), "value"),
+                  State(pid(STATE, MATCH), "data"), prevent_initial_call=True)
+    def update_panel(view_data, heads, options, search, state):
         panel = BY_NAME[ctx.outputs_list[0]["id"]["panel"]]
         trigger = {_trigger_kind(p) for p in ctx.triggered_prop_ids}
-        view = View.from_dict(view_data, options)
+        view = View.from_dict(view_data, options, search)
         try:
             out = refresh.refresh(panel, catalog, trigger, view, heads, state)
         except READ_ERRORS:  # the store changed under an append: draw it again from scratch
             out = refresh.render(panel, catalog, view, heads)
         style = graph_style(panel, out.figure)
-        return out.figure, out.extra, out.state, no_update if style is None else style
+        body = no_update if out.empty is None else (
+            "panel-body no-data" if out.empty else "panel-body")
+        return (out.figure, out.extra, out.state, no_update if style is None else style,
+                body)
 
     app._avionics_update_panel = update_panel
 
@@ -146,4 +164,4 @@ def _trigger_kind(prop_id: str) -> str:
         return "view"
     if prop_id.startswith("heads."):
         return "heads"
-    return "options"
+    return "options"  # a toggle or the search box: a full render

@@ -14,6 +14,8 @@ from dashboard.panels import PANELS
 
 GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "panel-options"
 """``type`` of the pattern-matching ids of a panel's graph, extra content, state, toggles."""
+BODY, FILTER = "panel-body", "panel-filter"
+"""``type`` of a panel's collapsible body (class ``no-data`` hides the card) and search box."""
 
 
 def pid(kind: str, panel: str) -> dict:
@@ -31,8 +33,12 @@ def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div
         dcc.Store(id="play-min-ms", data=settings.PLAY_INTERVAL_MS),
         dcc.Interval(id="tick", interval=poll_interval_ms, n_intervals=0),
         dcc.Interval(id="play-tick", interval=settings.PLAY_INTERVAL_MS, disabled=True),
+        dcc.Store(id="scrolled"),
+        dcc.Store(id="newest"),
+        dcc.Store(id="names", data=catalog.names()),
         top_bar(catalog),
         replay_bar(),
+        panel_index(),
         html.Main([panel_card(p) for p in PANELS], className="panels"),
     ], className="page")
 
@@ -73,21 +79,34 @@ def replay_bar() -> html.Div:
     ], className="replay-bar")
 
 
+def panel_index() -> html.Nav:
+    """Links to every panel (a panel the runs did not record is hidden, its link too)."""
+    return html.Nav([html.A(p.TITLE, href=f"#panel-{p.NAME}", className=f"index-{p.NAME}")
+                     for p in PANELS], className="panel-index", id="panel-index")
+
+
 def panel_card(panel) -> html.Section:
-    """A panel's card: title, toggles, graph, extra content (tables, notes) and its state."""
+    """A panel's card: a collapsible body with its title, toggles, search box (panels that
+    declare ``FILTER``), graph, extra content (tables, notes) and its state."""
     toggles = [{"label": label, "value": value} for value, label in panel.OPTIONS]
     loading = figures.placeholder("loading…")
-    return html.Section([
-        html.Div([html.H2(panel.TITLE),
-                  dcc.Checklist(id=pid(OPTIONS, panel.NAME), options=toggles, value=[],
-                                inline=True, className="panel-options")],
+    search = getattr(panel, "FILTER", None)
+    return html.Section(html.Details([
+        html.Summary(html.H2(panel.TITLE), className="panel-summary",
+                     title="click to fold or unfold this panel"),
+        html.Div([dcc.Checklist(id=pid(OPTIONS, panel.NAME), options=toggles, value=[],
+                                inline=True, className="panel-options"),
+                  dcc.Input(id=pid(FILTER, panel.NAME), type="text", value="", debounce=True,
+                            placeholder=search or "", className="panel-filter",
+                            style=None if search else {"display": "none"})],
                  className="panel-head"),
         dcc.Graph(id=pid(GRAPH, panel.NAME), figure=loading, responsive=True,
                   config={"displaylogo": False, "displayModeBar": "hover"},
                   style=graph_style(panel, loading)),
         html.Div(id=pid(EXTRA, panel.NAME), className="panel-extra"),
         dcc.Store(id=pid(STATE, panel.NAME)),
-    ], className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
+    ], open=True, id=pid(BODY, panel.NAME), className="panel-body"),
+        className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
 
 
 def graph_style(panel, figure) -> dict | None:

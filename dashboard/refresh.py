@@ -40,11 +40,12 @@ class Refresh:
     figure: object
     extra: object
     state: dict | None
+    empty: bool | None = None  # None: unchanged; True: none of the runs recorded its series
 
 
 def signature(view: View) -> str:
     """What forces a full render when it changes."""
-    return json.dumps([view.runs, view.layer, sorted(view.options)])
+    return json.dumps([view.runs, view.layer, sorted(view.options), view.filter])
 
 
 def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
@@ -60,12 +61,28 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
         fig = figures.placeholder("The selected run cannot be read; see the message below "
                                   "and in the run header.")
     else:
-        fig = panel.figure(good, view)
+        fig = truthful(panel, panel.figure(good, view), good)
     if hasattr(panel, "extra"):
         extra = panel.extra(items, view)
     else:
         extra = _errors(items)
-    return Refresh(fig, extra, _state(fig if graph else None, view, items, heads))
+    empty = (bool(good) and not getattr(panel, "ALWAYS_SHOWN", False)
+             and not any(item.present for item in good))
+    return Refresh(fig, extra, _state(fig if graph else None, view, items, heads), empty)
+
+
+def truthful(panel, fig, items: list):
+    """``fig``, or, when the panel drew nothing although its series exist, a placeholder that
+    says so: the instruments were on, the values are NaN/Inf (not "switch it on")."""
+    message = (fig.get("layout", {}).get("meta") or {}).get("placeholder") \
+        if isinstance(fig, dict) else None
+    present = sorted({k for item in items for k in item.present})
+    if message is None or not present:
+        return fig
+    return figures.placeholder(
+        f"{', '.join(present[:4])}{' ...' if len(present) > 4 else ''} "
+        f"{'was' if len(present) == 1 else 'were'} recorded, but hold no finite value to "
+        "draw: the values are NaN/Inf (see the health strip), or no step has been logged yet.")
 
 
 def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,

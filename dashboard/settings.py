@@ -172,3 +172,8 @@ FRACTION_COLOURSCALE = [[0.0, "#fff7ec"], [0.25, "#fdd49e"], [0.5, "#fc8d59"],
 
 DIVERGING_COLOURSCALE = "RdBu"
 """Signed values centred on 0 (activation mean): blue negative, red positive."""
+
+# ---- health strip ---------------------------------------------------------------------------------
+HEALTH_FINDINGS = 8
+"""Finding groups listed open in the health strip (the rest fold under "N more findings"), so
+the strip fits the first screen at 1600 x 1000."""

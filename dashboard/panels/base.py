@@ -55,13 +55,14 @@ class View:
     step: int | None = None  # None: follow the last step
     layer: str | None = None
     options: tuple = ()
+    filter: str = ""  # the panel's search box: keys (scalars) or layers it shows
 
     @classmethod
-    def from_dict(cls, data: dict | None, options=()) -> View:
+    def from_dict(cls, data: dict | None, options=(), filter: str | None = None) -> View:
         data = data or {}
         step = data.get("step")
         return cls(list(data.get("runs") or []), None if step is None else int(step),
-                   data.get("layer"), tuple(options or ()))
+                   data.get("layer"), tuple(options or ()), (filter or "").strip())
 
 
 @dataclass
@@ -80,6 +81,7 @@ class RunInput:
     error: str | None = None
     n_series: int | None = None
     base: int = schema.PYRAMID_BASE
+    present: list = field(default_factory=list)  # keys the panel needs that the run has
 
     def step(self, view: View) -> int | None:
         """The step this run shows for ``view`` (the selected one, else its last)."""
@@ -101,9 +103,31 @@ def matches(key: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
+DIAGNOSIS_PREFIXES = ("input/", "criterion/", "logits/", "forward_order", "grad_stale",
+                      "train_mode")
+"""Fallback only, until the store's key registry (``schema.is_diagnosis_fact``) is merged."""
+
+
+def is_diagnosis_fact(key: str) -> bool:
+    """True for avionics' internal facts recorded for the diagnosis rules (``criterion/*``,
+    ``input/*``, ...): never shown among the user's metrics."""
+    registry = getattr(schema, "is_diagnosis_fact", None)
+    if registry is not None:
+        return bool(registry(key))
+    return key.startswith(DIAGNOSIS_PREFIXES)
+
+
+def is_user_scalar(key: str) -> bool:
+    """True for keys passed to ``monitor.log()`` by the user."""
+    registry = getattr(schema, "is_user_scalar", None)
+    if registry is not None:
+        return bool(registry(key))
+    return not schema.Keys.is_builtin_scalar(key) and not is_diagnosis_fact(key)
+
+
 def user_scalars(keys: list) -> list:
     """Scalars logged with ``monitor.log()``: the loss first, then the rest by name."""
-    own = [k for k in keys if not schema.Keys.is_builtin_scalar(k)]
+    own = [k for k in keys if is_user_scalar(k)]
     return sorted(own, key=lambda k: (k != schema.Keys.LOSS, k))
 
 
@@ -143,6 +167,7 @@ def load(panel, catalog, view: View) -> list:
                 keys = {k: run.keys(k) for k in (schema.SCALAR, schema.LAYER)}
                 item.n_series = sum(len(v) for v in keys.values())
                 needs = [n for n in panel.needs(keys, view.options) if n.key in keys[n.kind]]
+                item.present = sorted({n.key for n in needs})
                 counts = {n.key: len(run.layer_names(n.key)) for n in needs
                           if n.kind == schema.LAYER}
             except READ_ERRORS as exc:  # shown in the panel, never raised to the page

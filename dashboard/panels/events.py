@@ -23,6 +23,8 @@ REQUIRES = ("<events table>",)
 MISSING = ("No events: no NaN/Inf was seen and no warning was raised in the selected runs. "
            "(Non-finite values are checked every step by the 'nonfinite' instrument.)")
 OPTIONS = ()
+ALWAYS_SHOWN = True
+"""Shown even when the runs recorded nothing it draws (it says how to record it)."""
 RERENDER_ON = ("events",)
 """A new event (newer event id in the run's head) re-renders the panel."""
 ROW_TYPE = "event-row"
@@ -120,6 +122,6 @@ def extra(runs: list, view: View):
 
 
 def parse_row_id(index: str) -> tuple:
-    """``(run, event id, step, layer)`` from a table row's id index."""
-    run, event_id, step, layer = json.loads(index)
+    """``(run, event id, step, layer)`` from a table row's (or a *show* button's) id index."""
+    run, event_id, step, layer = json.loads(index)[:4]
     return run, event_id, step, layer

@@ -19,6 +19,8 @@ MISSING = ("No loss or other scalar was logged yet. Call monitor.log(loss=loss) 
            "loop (any keyword becomes a scalar here).")
 EMA, LOG_Y = "ema", "logy"
 OPTIONS = ((EMA, "EMA smoothing"), (LOG_Y, "log y"))
+ALWAYS_SHOWN = True
+"""Shown even when the runs recorded nothing it draws (it says how to record it)."""
 
 
 def needs(keys: dict, options) -> list:

@@ -310,7 +310,8 @@ class Run:
         cols = ["id", "step", "wall_time", "code", "severity", "layer", "message", "evidence",
                 "suggestion", "rank"]
         df = pd.DataFrame(rows, columns=cols)
-        df["evidence"] = [json.loads(e) if e else None for e in df["evidence"]]
+        df["evidence"] = [json.loads(e) if isinstance(e, str) and e else None
+                          for e in df["evidence"]]  # a missing one may read as NaN
         df["step"] = df["step"].astype("Int64")
         return df
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.probe import panel, poll, post  # noqa: F401  (re-exported for the tests)
+from tests.dashboard.probe import panel, poll, post  # noqa: F401  (re-exported for the tests)
 
 NAV_OUTPUT = ("..view.data...run-select.value...step-slider.min...step-slider.max"
               "...step-slider.value...step-slider.marks...step-label.children...url.search..")

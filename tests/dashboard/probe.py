@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, pid
+from dashboard.layout import BODY, EXTRA, FILTER, GRAPH, OPTIONS, STATE, pid
 
 BUDGET_SECONDS = 0.3
 """Most server time one refresh may take (median over repeated calls)."""
@@ -26,7 +26,8 @@ LIVE_STEPS = 1000
 PANEL_OUTPUT = ('..{"panel":["MATCH"],"type":"panel-graph"}.figure'
                 '...{"panel":["MATCH"],"type":"panel-extra"}.children'
                 '...{"panel":["MATCH"],"type":"panel-state"}.data'
-                '...{"panel":["MATCH"],"type":"panel-graph"}.style..')
+                '...{"panel":["MATCH"],"type":"panel-graph"}.style'
+                '...{"panel":["MATCH"],"type":"panel-body"}.className..')
 
 
 def post(client, payload: dict) -> tuple:
@@ -39,7 +40,7 @@ def post(client, payload: dict) -> tuple:
 
 
 def panel(client, name: str, view: dict, heads=None, options=(), state=None,
-          changed=("view.data",)) -> tuple:
+          changed=("view.data",), search: str = "") -> tuple:
     """Refresh panel ``name``; returns ``(figure, extra, state, bytes, seconds)``.
 
     ``figure`` is a dict, ``{"__patch__": operations}`` for a Patch, or None if unchanged.
@@ -48,10 +49,11 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
         "output": PANEL_OUTPUT,
         "outputs": [{"id": pid(k, name), "property": p}
                     for k, p in ((GRAPH, "figure"), (EXTRA, "children"), (STATE, "data"),
-                                 (GRAPH, "style"))],
+                                 (GRAPH, "style"), (BODY, "className"))],
         "inputs": [{"id": "view", "property": "data", "value": view},
                    {"id": "heads", "property": "data", "value": heads},
-                   {"id": pid(OPTIONS, name), "property": "value", "value": list(options)}],
+                   {"id": pid(OPTIONS, name), "property": "value", "value": list(options)},
+                   {"id": pid(FILTER, name), "property": "value", "value": search}],
         "state": [{"id": pid(STATE, name), "property": "data", "value": state}],
         "changedPropIds": list(changed),
     }
