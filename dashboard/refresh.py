@@ -67,7 +67,8 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
     else:
         extra = _errors(items)
     empty = (bool(good) and not getattr(panel, "ALWAYS_SHOWN", False)
-             and not any(item.present for item in good))
+             and not any(item.present for item in good)
+             and not any(base.nan_explains(panel, item) for item in good))
     return Refresh(fig, extra, _state(fig if graph else None, view, items, heads), empty)
 
 
@@ -77,8 +78,15 @@ def truthful(panel, fig, items: list):
     message = (fig.get("layout", {}).get("meta") or {}).get("placeholder") \
         if isinstance(fig, dict) else None
     present = sorted({k for item in items for k in item.present})
-    if message is None or not present:
+    bad = [item.nonfinite_step for item in items if item.nonfinite_step is not None
+           and (item.present or base.nan_explains(panel, item))]
+    if message is None or not (present or bad):
         return fig
+    if bad:
+        return figures.placeholder(
+            f"Nothing finite to draw: the run's values went NaN/Inf at step {min(bad):,} (see "
+            "the health strip), so these statistics are NaN/Inf or could not be formed. The "
+            "instruments were on.")
     return figures.placeholder(
         f"{', '.join(present[:4])}{' ...' if len(present) > 4 else ''} "
         f"{'was' if len(present) == 1 else 'were'} recorded, but hold no finite value to "

@@ -86,9 +86,18 @@ UPDATE_RATIO_BAND = (10 ** -3.5, 10 ** -2.5)
 DEAD_FRACTION_RANGE = (0.0, 1.0)
 """Colour range of the dead-unit and saturation fraction heatmaps (fractions)."""
 
-MAX_SCALAR_SUBPLOTS = 8
-"""The loss panel draws the loss and up to this many user scalars minus one as small multiples;
-further keys are named in the panel's note."""
+MAX_SCALAR_PLOTS = 60
+"""The loss panel draws at most this many of the keys its search box matches (every user key
+when none is typed); above it, it says how many more match and asks to narrow the filter."""
+
+SCALARS_TWO_COLUMNS = 8
+"""Up to this many scalars under the loss sit two to a row; more sit three to a row."""
+
+AUTO_LOG_DECADES = 3.0
+"""A scalar whose positive values span more than this many decades gets a log y axis."""
+
+ROBUST_QUANTILES = (0.01, 0.99)
+"""The *robust y range* toggle fits the y axis to these quantiles (outliers drawn off-scale)."""
 
 MAX_LEGEND_LAYERS = 12
 """Per-layer line plots show a legend only up to this many layers (hover names them all)."""

@@ -82,6 +82,7 @@ class RunInput:
     n_series: int | None = None
     base: int = schema.PYRAMID_BASE
     present: list = field(default_factory=list)  # keys the panel needs that the run has
+    nonfinite_step: int | None = None  # first step with a NaN/Inf event, if any
 
     def step(self, view: View) -> int | None:
         """The step this run shows for ``view`` (the selected one, else its last)."""
@@ -168,6 +169,7 @@ def load(panel, catalog, view: View) -> list:
                 item.n_series = sum(len(v) for v in keys.values())
                 needs = [n for n in panel.needs(keys, view.options) if n.key in keys[n.kind]]
                 item.present = sorted({n.key for n in needs})
+                item.nonfinite_step = first_nonfinite(run)
                 counts = {n.key: len(run.layer_names(n.key)) for n in needs
                           if n.kind == schema.LAYER}
             except READ_ERRORS as exc:  # shown in the panel, never raised to the page
@@ -185,6 +187,22 @@ def load(panel, catalog, view: View) -> list:
         except READ_ERRORS as exc:
             item.error = _message(exc)
     return [o[0] for o in opened]
+
+
+def nan_explains(panel, item) -> bool:
+    """True if ``item``'s run went NaN/Inf while the instruments ``panel`` draws were on (its
+    meta lists them), so an empty panel is explained by the NaN/Inf, not by a switch."""
+    wanted = getattr(panel, "INSTRUMENTS", ())
+    on = set((item.meta or {}).get("instruments") or ())
+    return item.nonfinite_step is not None and bool(wanted) and set(wanted) <= on
+
+
+def first_nonfinite(run) -> int | None:
+    """The first step of a NaN/Inf event of ``run``, or None (a panel with nothing to draw
+    then says the values went non-finite, not that an instrument was off)."""
+    df = run.events(codes=[schema.NONFINITE])
+    steps = df["step"].dropna() if len(df) else []
+    return int(min(steps)) if len(steps) else None
 
 
 def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: int) -> None:

@@ -20,6 +20,9 @@ MISSING = ("No gradient norms were recorded: the 'grad_norm' instrument was swit
            "schedules=, or no optimizer step has been logged yet.")
 LOG_Y = "logy"
 OPTIONS = ((LOG_Y, "log y (global)"),)
+INSTRUMENTS = ("grad_norm",)
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
 
 
 def needs(keys: dict, options) -> list:

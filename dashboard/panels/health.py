@@ -149,12 +149,17 @@ def finding_row(g, view: View, compare: bool):
 def not_recorded(runs: list):
     """One line: the panels none of the runs recorded (hidden), each with how to record it."""
     from dashboard.panels import PANELS, recorded  # the panel list includes this module
+    from dashboard.panels.base import nan_explains
 
-    keys = [item.extra.get("keys") for item in runs if item.extra.get("keys")]
-    if not keys:
+    good = [item for item in runs if item.extra.get("keys")]
+    if not good:
         return None
+    for item in good:
+        bad = findings.nonfinite_steps(_events_of(item))
+        item.nonfinite_step = bad[0] if bad else None
     missing = [p for p in PANELS if not getattr(p, "ALWAYS_SHOWN", False)
-               and not any(recorded(p, k) for k in keys)]
+               and not any(recorded(p, item.extra["keys"]) or nan_explains(p, item)
+                           for item in good)]
     if not missing:
         return None
     items = [html.Span(p.TITLE, title=p.MISSING, className="unrecorded") for p in missing]
@@ -165,3 +170,8 @@ def not_recorded(runs: list):
     for i, span in enumerate(items):
         line += ([" · "] if i else []) + [span]
     return html.Div([html.Div(line), how], className="health-unrecorded", id="unrecorded")
+
+
+def _events_of(item):
+    df = item.extra.get("events")
+    return None if df is None else df.assign(run=item.id, run_label=item.label)

@@ -22,6 +22,9 @@ MISSING = ("No learning rate was recorded: the run has no torch optimizer passed
            "were switched off in schedules=.")
 LOG_Y = "logy"
 OPTIONS = ((LOG_Y, "log y (param groups)"),)
+INSTRUMENTS = ("hyperparams", "update")
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
 
 
 def needs(keys: dict, options) -> list:

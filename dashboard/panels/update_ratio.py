@@ -21,6 +21,9 @@ REQUIRES = (Keys.UPDATE_RATIO, Keys.UPDATE_RATIO_TOTAL)
 MISSING = ("No update/weight ratios were recorded: the 'update' and 'weight_norm' instruments "
            "must both run (schedules=), and an optimizer step must have been logged.")
 OPTIONS = ()
+INSTRUMENTS = ("update", "weight_norm")
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
 
 
 def needs(keys: dict, options) -> list:
