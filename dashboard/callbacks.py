@@ -42,14 +42,19 @@ def register(app, catalog) -> None:
 
 def _live(app, catalog) -> None:
     @app.callback(Output("heads", "data"), Output("run-select", "options"),
+                  Output("names", "data"), Output("newest", "data"),
                   Input("tick", "n_intervals"), State("view", "data"), State("heads", "data"),
-                  State("run-select", "options"),
+                  State("run-select", "options"), State("names", "data"),
                   running=[(Output("tick", "disabled"), True, False)])
-    def poll(_n, view, heads, options):
-        opts = run_options(catalog.names(), catalog)
+    def poll(_n, view, heads, options, known):
+        names = catalog.names()
+        opts = run_options(names, catalog)
         runs = (view or {}).get("runs") or []
         new = {r: catalog.head(r, (heads or {}).get(r)) for r in runs}
-        return (new if new != heads else no_update), (opts if opts != options else no_update)
+        appeared = sorted(set(names) - set(known or []))
+        newest = catalog.latest(appeared) if appeared else None
+        return ((new if new != heads else no_update), (opts if opts != options else no_update),
+                (names if names != known else no_update), newest or no_update)
 
     @app.callback(Output("tick", "max_intervals"), Output("pause", "children"),
                   Output("pause", "className"), Input("pause", "n_clicks"),
@@ -70,24 +75,17 @@ def _navigation(app, catalog) -> None:
         Output("url", "search"),
         Input("url", "search"), Input("run-select", "value"), Input("step-slider", "value"),
         Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"), Input("heads", "data"),
-        Input("playing", "data"), State("view", "data"), State("step-slider", "min"),
-        State("step-slider", "max"), State("step-label", "children"))
-    def navigate(search, selected, slider, _rows, heads, playing, old, old_min, old_max,
-                 old_label):
+        Input("playing", "data"), Input("newest", "data"), State("view", "data"),
+        State("step-slider", "min"), State("step-slider", "max"),
+        State("step-label", "children"))
+    def navigate(search, selected, slider, _rows, heads, playing, newest, old, old_min,
+                 old_max, old_label):
         trigger = ctx.triggered_id
-        view = dict(old or {})
-        if trigger is None or trigger == "url" or not old:
-            view = navigation.parse_query(search)
-            latest = None if view["runs"] else catalog.latest()
-            if latest:
-                view["runs"] = [latest]
-        elif trigger == "run-select":
-            view["runs"] = list(selected or [])
-        elif isinstance(trigger, dict):
-            if not ctx.triggered[0]["value"]:
-                return (no_update,) * 8  # rows re-rendered, not clicked
-            _run, _id, step, layer = events.parse_row_id(trigger["index"])
-            view.update(step=step, layer=layer)
+        if isinstance(trigger, dict) and not ctx.triggered[0]["value"]:
+            return (no_update,) * 8  # rows re-rendered, not clicked
+        view = navigation.next_view(old, trigger, search, selected, newest,
+                                    trigger and isinstance(trigger, dict)
+                                    and events.parse_row_id(trigger["index"]), catalog.latest)
         heads = {**{r: catalog.head(r) for r in view["runs"] if r not in (heads or {})},
                  **(heads or {})}
         first, last = navigation.step_range(heads, view["runs"])

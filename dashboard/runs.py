@@ -100,10 +100,10 @@ class RunCatalog:
         """A short label for run ``name`` (the log directory's own name for ``"."``)."""
         return os.path.basename(self.logdir) if name == "." else name
 
-    def latest(self) -> str | None:
-        """The run whose store changed last (shown when the URL names none), or None."""
+    def latest(self, names=None) -> str | None:
+        """The run (of ``names``, default all) whose store changed last, or None."""
         best, best_time = None, -float("inf")
-        for name in self.names():
+        for name in self.names() if names is None else names:
             try:
                 store = os.path.join(self.path(name), STORE_FILE)
             except StoreError:

@@ -13,7 +13,7 @@ NAV_OUTPUTS = [("view", "data"), ("run-select", "value"), ("step-slider", "min")
 
 def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=None,
              playing=False, view=None, changed=("url.search",), span=(None, None),
-             label=None) -> dict:
+             label=None, newest=None) -> dict:
     """One call of the navigation callback; returns ``{"view.data": ..., "url.search": ...}``
     for the outputs it changed (missing keys: no_update)."""
     payload = {
@@ -25,7 +25,8 @@ def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=No
                    [{"id": r["id"], "property": "n_clicks", "value": r["n_clicks"]}
                     for r in rows],
                    {"id": "heads", "property": "data", "value": heads},
-                   {"id": "playing", "property": "data", "value": playing}],
+                   {"id": "playing", "property": "data", "value": playing},
+                   {"id": "newest", "property": "data", "value": newest}],
         "state": [{"id": "view", "property": "data", "value": view},
                   {"id": "step-slider", "property": "min", "value": span[0]},
                   {"id": "step-slider", "property": "max", "value": span[1]},

@@ -74,17 +74,19 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
     return fig, get(EXTRA, "children"), get(STATE, "data") or state, size, elapsed
 
 
-def poll(client, view: dict, heads=None, options=None, timed: bool = False):
+def poll(client, view: dict, heads=None, options=None, timed: bool = False, names=None):
     """One live tick; returns the new heads (the old ones when unchanged), and with ``timed``
     also ``(bytes, seconds)``."""
     payload = {
-        "output": "..heads.data...run-select.options..",
+        "output": "..heads.data...run-select.options...names.data...newest.data..",
         "outputs": [{"id": "heads", "property": "data"},
-                    {"id": "run-select", "property": "options"}],
+                    {"id": "run-select", "property": "options"},
+                    {"id": "names", "property": "data"}, {"id": "newest", "property": "data"}],
         "inputs": [{"id": "tick", "property": "n_intervals", "value": 1}],
         "state": [{"id": "view", "property": "data", "value": view},
                   {"id": "heads", "property": "data", "value": heads},
-                  {"id": "run-select", "property": "options", "value": options}],
+                  {"id": "run-select", "property": "options", "value": options},
+                  {"id": "names", "property": "data", "value": names}],
         "changedPropIds": ["tick.n_intervals"],
     }
     status, body, size, elapsed = post(client, payload)

@@ -46,6 +46,9 @@ def _live_x(dash_duo, run: str) -> list:
 def test_live001_new_run_appears_and_points_arrive(dash_duo, tmp_path):
     stores.write_run(str(tmp_path / "old"), steps=10)
     dash_duo.start_server(create_app(str(tmp_path), poll_interval_ms=500))
+    # the URL names the run, so the page does not follow new runs by itself (that is
+    # test_browser_follow's case): here the new run must be listed and picked
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=old", timeout=30)
     dash_duo.wait_for_element("#panel-scalars .js-plotly-plot", timeout=30)
     until(lambda: _live_x(dash_duo, "old"), timeout=30, msg="the old run was not drawn")
     demo = _start_demo(str(tmp_path / "live"))

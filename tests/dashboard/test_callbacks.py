@@ -36,7 +36,8 @@ def test_page_and_layout_load(client):
 
 def test_url_sets_the_view_and_back(client):
     out = dashcall.navigate(client, search="?run=a&run=b&step=7&layer=0.weight")
-    assert out["view.data"] == {"runs": ["a", "b"], "step": 7, "layer": "0.weight"}
+    assert out["view.data"] == {"runs": ["a", "b"], "step": 7, "layer": "0.weight",
+                                 "follow": False}
     assert out["run-select.value"] == ["a", "b"]
     assert (out["step-slider.min"], out["step-slider.max"], out["step-slider.value"]) == (0, 29, 7)
     assert "url.search" not in out  # already the URL
@@ -98,19 +99,24 @@ def test_poll_reports_heads_and_new_runs(client, logdir):
     assert heads == {"a": {"first": 0, "last": 29, "series": heads["a"]["series"],
                            "events": 0, "status": "finished"}}
     stores.write_run(str(logdir / "c"), steps=2)
-    payload = {"output": "..heads.data...run-select.options..",
+    payload = {"output": "..heads.data...run-select.options...names.data...newest.data..",
                "outputs": [{"id": "heads", "property": "data"},
-                           {"id": "run-select", "property": "options"}],
+                           {"id": "run-select", "property": "options"},
+                           {"id": "names", "property": "data"},
+                           {"id": "newest", "property": "data"}],
                "inputs": [{"id": "tick", "property": "n_intervals", "value": 2}],
                "state": [{"id": "view", "property": "data", "value": view},
                          {"id": "heads", "property": "data", "value": heads},
-                         {"id": "run-select", "property": "options", "value": []}],
+                         {"id": "run-select", "property": "options", "value": []},
+                         {"id": "names", "property": "data", "value": ["a", "b"]}],
                "changedPropIds": ["tick.n_intervals"]}
     import time
     time.sleep(2.1)  # the run list is re-scanned every RUN_LIST_TTL_S
     _, body, _, _ = dashcall.post(client, payload)
     options = body["response"]["run-select"]["options"]
     assert [o["value"] for o in options] == ["a", "b", "c"]
+    assert body["response"]["names"]["data"] == ["a", "b", "c"]
+    assert body["response"]["newest"]["data"] == "c"  # the run that appeared
     assert "heads" not in body["response"]  # unchanged heads are not sent
 
 
