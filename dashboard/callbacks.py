@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update
 
-from dashboard import navigation, refresh
+from dashboard import navigation, refresh, runs_table
 from dashboard.layout import (
     BODY,
     EXTRA,
@@ -26,34 +26,37 @@ from dashboard.layout import (
     STATE,
     graph_style,
     pid,
-    run_options,
 )
 from dashboard.panels import BY_NAME, events
 from dashboard.panels.base import READ_ERRORS, View
 
 
-def register(app, catalog) -> None:
-    """Register every callback of the dashboard on ``app`` for runs of ``catalog``."""
-    _live(app, catalog)
+def register(app, catalog, rows=None) -> None:
+    """Register every callback of the dashboard on ``app`` for runs of ``catalog`` (``rows``:
+    the runs table's :class:`~dashboard.runs_table.RunRows`)."""
+    _live(app, catalog, rows or runs_table.RunRows(catalog))
     _navigation(app, catalog)
     _replay(app)
     _panels(app, catalog)
 
 
-def _live(app, catalog) -> None:
-    @app.callback(Output("heads", "data"), Output("run-select", "options"),
+def _live(app, catalog, rows) -> None:
+    @app.callback(Output("heads", "data"), Output("run-select", "data"),
+                  Output("run-select", "selected_rows"),
                   Output("names", "data"), Output("newest", "data"),
                   Input("tick", "n_intervals"), State("view", "data"), State("heads", "data"),
-                  State("run-select", "options"), State("names", "data"),
+                  State("run-select", "data"), State("names", "data"),
                   running=[(Output("tick", "disabled"), True, False)])
-    def poll(_n, view, heads, options, known):
+    def poll(_n, view, heads, table, known):
         names = catalog.names()
-        opts = run_options(names, catalog)
+        data = rows.rows(names)
         runs = (view or {}).get("runs") or []
         new = {r: catalog.head(r, (heads or {}).get(r)) for r in runs}
         appeared = sorted(set(names) - set(known or []))
         newest = catalog.latest(appeared) if appeared else None
-        return ((new if new != heads else no_update), (opts if opts != options else no_update),
+        fresh = data != table
+        return ((new if new != heads else no_update), (data if fresh else no_update),
+                (runs_table.selected_rows(data, runs) if fresh else no_update),
                 (names if names != known else no_update), newest or no_update)
 
     @app.callback(Output("tick", "max_intervals"), Output("pause", "children"),
@@ -69,11 +72,13 @@ def _live(app, catalog) -> None:
 
 def _navigation(app, catalog) -> None:
     @app.callback(
-        Output("view", "data"), Output("run-select", "value"), Output("step-slider", "min"),
+        Output("view", "data"), Output("run-select", "selected_row_ids"),
+        Output("run-select", "selected_rows"), Output("step-slider", "min"),
         Output("step-slider", "max"), Output("step-slider", "value"),
         Output("step-slider", "marks"), Output("step-label", "children"),
         Output("url", "search"),
-        Input("url", "search"), Input("run-select", "value"), Input("step-slider", "value"),
+        Input("url", "search"), Input("run-select", "selected_row_ids"),
+        Input("step-slider", "value"),
         Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"), Input("heads", "data"),
         Input("playing", "data"), Input("newest", "data"), State("view", "data"),
         State("step-slider", "min"), State("step-slider", "max"),
@@ -82,7 +87,7 @@ def _navigation(app, catalog) -> None:
                  old_max, old_label):
         trigger = ctx.triggered_id
         if isinstance(trigger, dict) and not ctx.triggered[0]["value"]:
-            return (no_update,) * 8  # rows re-rendered, not clicked
+            return (no_update,) * 9  # rows re-rendered, not clicked
         view = navigation.next_view(old, trigger, search, selected, newest,
                                     trigger and isinstance(trigger, dict)
                                     and events.parse_row_id(trigger["index"]), catalog.latest)
@@ -100,7 +105,9 @@ def _navigation(app, catalog) -> None:
         def changed(new, current):  # untouched outputs are not sent: a drag is not disturbed
             return new if new != current else no_update
 
-        return (changed(view, old), changed(valid, selected), changed(first, old_min),
+        ticked = runs_table.selected_rows([{"id": n} for n in catalog.names()], valid)
+        return (changed(view, old), changed(valid, selected),
+                ticked if valid != selected else no_update, changed(first, old_min),
                 changed(last, old_max), changed(value, slider),
                 navigation.marks(first, last) if span else no_update, changed(text, old_label),
                 query if (query != (search or "") and not playing) else no_update)

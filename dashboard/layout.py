@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from dashboard import figures, settings
+from dashboard import figures, runs_table, settings
 from dashboard.panels import PANELS
 
 GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "panel-options"
@@ -23,8 +23,8 @@ def pid(kind: str, panel: str) -> dict:
     return {"type": kind, "panel": panel}
 
 
-def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div:
-    """The whole page for ``catalog``'s log directory."""
+def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS, rows=None) -> html.Div:
+    """The whole page for ``catalog``'s log directory (``rows``: the runs table's rows)."""
     return html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="view"),
@@ -36,31 +36,25 @@ def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div
         dcc.Store(id="scrolled"),
         dcc.Store(id="newest"),
         dcc.Store(id="names", data=catalog.names()),
-        top_bar(catalog),
+        top_bar(catalog, rows.rows() if rows is not None else []),
         replay_bar(),
         panel_index(),
         html.Main([panel_card(p) for p in PANELS], className="panels"),
     ], className="page")
 
 
-def top_bar(catalog) -> html.Header:
-    """Title, log directory, run picker (several runs are compared), live pause."""
-    names = catalog.names()
+def top_bar(catalog, rows: list) -> html.Header:
+    """Title, log directory, the runs table (folded; tick runs to compare them), live pause."""
     return html.Header([
         html.Div([html.Span("avionics", className="brand"),
                   html.Span(catalog.logdir, className="logdir", title="log directory")],
                  className="brand-box"),
-        dcc.Dropdown(id="run-select", options=run_options(names, catalog), value=[],
-                     multi=True, placeholder="Select runs (two or more to compare)",
-                     className="run-select"),
+        html.Details([html.Summary("Runs: pick, sort, filter, compare ▸", className="button",
+                                   id="runs-summary"),
+                      runs_table.table(rows)], className="runs-box", id="runs-box"),
         html.Button("Pause live", id="pause", n_clicks=0, className="button",
                     title="stop polling for new steps (the page keeps what it has)"),
     ], className="top-bar")
-
-
-def run_options(names: list, catalog) -> list:
-    """Dropdown options for run names."""
-    return [{"label": catalog.display_name(n), "value": n} for n in names]
 
 
 def replay_bar() -> html.Div:

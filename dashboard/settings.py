@@ -48,6 +48,9 @@ heatmaps re-renders them at most this often, and appends to its lines in between
 LIVE_APPEND_ROWS = 20_000
 """Most raw rows one poll reads per series; a run further ahead than this is re-rendered."""
 
+RUNS_PAGE_SIZE = 12
+"""Rows per page of the runs table (sorting and filtering cover every run, not one page)."""
+
 RUN_LIST_TTL_S = 2.0
 """The list of runs under the log directory is re-scanned at most this often."""
 

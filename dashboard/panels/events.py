@@ -42,6 +42,11 @@ def load_extra(run, view: View) -> dict:
     return {"events": run.events()}
 
 
+def frame_of(df: pd.DataFrame, run: str, label: str | None = None) -> pd.DataFrame:
+    """One run's events with the ``run`` and ``run_label`` columns of :func:`frame`."""
+    return df.assign(run=run, run_label=label or run)
+
+
 def frame(runs: list) -> pd.DataFrame:
     """All runs' events in one frame with ``run`` and ``run_label`` columns, newest first."""
     parts = []

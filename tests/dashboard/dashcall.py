@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from tests.dashboard.probe import panel, poll, post  # noqa: F401  (re-exported for the tests)
 
-NAV_OUTPUT = ("..view.data...run-select.value...step-slider.min...step-slider.max"
+NAV_OUTPUT = ("..view.data...run-select.selected_row_ids...run-select.selected_rows"
+              "...step-slider.min...step-slider.max"
               "...step-slider.value...step-slider.marks...step-label.children...url.search..")
-NAV_OUTPUTS = [("view", "data"), ("run-select", "value"), ("step-slider", "min"),
+NAV_OUTPUTS = [("view", "data"), ("run-select", "selected_row_ids"),
+               ("run-select", "selected_rows"), ("step-slider", "min"),
                ("step-slider", "max"), ("step-slider", "value"), ("step-slider", "marks"),
                ("step-label", "children"), ("url", "search")]
 
@@ -20,7 +22,7 @@ def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=No
         "output": NAV_OUTPUT,
         "outputs": [{"id": i, "property": p} for i, p in NAV_OUTPUTS],
         "inputs": [{"id": "url", "property": "search", "value": search},
-                   {"id": "run-select", "property": "value", "value": selected},
+                   {"id": "run-select", "property": "selected_row_ids", "value": selected},
                    {"id": "step-slider", "property": "value", "value": slider},
                    [{"id": r["id"], "property": "n_clicks", "value": r["n_clicks"]}
                     for r in rows],

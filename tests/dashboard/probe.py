@@ -78,14 +78,16 @@ def poll(client, view: dict, heads=None, options=None, timed: bool = False, name
     """One live tick; returns the new heads (the old ones when unchanged), and with ``timed``
     also ``(bytes, seconds)``."""
     payload = {
-        "output": "..heads.data...run-select.options...names.data...newest.data..",
+        "output": ("..heads.data...run-select.data...run-select.selected_rows...names.data"
+                   "...newest.data.."),
         "outputs": [{"id": "heads", "property": "data"},
-                    {"id": "run-select", "property": "options"},
+                    {"id": "run-select", "property": "data"},
+                    {"id": "run-select", "property": "selected_rows"},
                     {"id": "names", "property": "data"}, {"id": "newest", "property": "data"}],
         "inputs": [{"id": "tick", "property": "n_intervals", "value": 1}],
         "state": [{"id": "view", "property": "data", "value": view},
                   {"id": "heads", "property": "data", "value": heads},
-                  {"id": "run-select", "property": "options", "value": options},
+                  {"id": "run-select", "property": "data", "value": options},
                   {"id": "names", "property": "data", "value": names}],
         "changedPropIds": ["tick.n_intervals"],
     }
