@@ -133,6 +133,13 @@ COLUMN_GAP = 0.06
 MARGIN_PX = {"l": 64, "r": 24, "t": 28, "b": 36}
 """Figure margins (plotly grows them further for tick labels, legends and colour bars)."""
 
+FIGURE_WIDTH_PX = 1400
+"""The width figures are laid out for (the page's panel width at 1600 px): titles of side-by-
+side plots are cut to what their share of it holds."""
+
+TITLE_CHAR_PX = 7.0
+"""Average width of a character of a plot title (12 px system font)."""
+
 FONT_SIZE = 12
 """Base font size of figures, in px."""
 

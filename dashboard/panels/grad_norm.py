@@ -40,6 +40,9 @@ def figure(runs: list, view: View) -> dict:
     if not total and not per_layer:
         return figures.placeholder(MISSING)
     rows = [(settings.SMALL_ROW_HEIGHT_PX, [1])] if total else []
+    chosen = layer_across(per_layer, view)
+    if chosen:
+        rows.append((settings.SMALL_ROW_HEIGHT_PX, [1]))
     if per_layer:
         n = max(len(item.layers(Keys.GRAD_NORM)) for item in per_layer)
         rows.append((figures.heatmap_height(n),
@@ -55,6 +58,12 @@ def figure(runs: list, view: View) -> dict:
         for item in total:
             data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL, name=item.label,
                                  colour=item.colour, legend=len(runs) > 1)
+    if chosen:
+        cell = grid.cells[1 if total else 0][0]
+        shapes.append(figures.cursor(cell, view.step))
+        notes.append(figures.title(grid, cell, f"grad norm of {view.layer}, runs overlaid"))
+        grid.axis(cell, "y")["type"] = "log"
+        data += chosen_lines(cell, chosen, view.layer)
     if per_layer:
         d, s, a = heatmap_rows(grid, per_layer, Keys.GRAD_NORM, len(grid.cells) - 1, view,
                                label="grad norm", log=True,
@@ -64,3 +73,24 @@ def figure(runs: list, view: View) -> dict:
                                  showlegend=len(runs) > 1)
     return figures.figure(data, layout)
 
+
+
+def layer_across(runs: list, view: View) -> list:
+    """The compared runs that have the highlighted layer (none outside a comparison)."""
+    if len(runs) < 2 or view.layer is None:
+        return []
+    return [item for item in runs if view.layer in item.layers(Keys.GRAD_NORM)
+            and Keys.GRAD_NORM in item.series]
+
+
+def chosen_lines(cell, runs: list, layer: str) -> list:
+    """The grad norm of ``layer`` in each run, one line per run in the run's colour."""
+    out = []
+    for item in runs:
+        ds = item.series[Keys.GRAD_NORM]
+        j = list(ds.layers).index(layer)
+        out.append(figures.line(cell, ds.step, ds.mean[:, j], item.label, item.colour,
+                                group=f"{item.id}:chosen", showlegend=False,
+                                hover=f"{item.label} {layer} %{{y}} @ step %{{x}}"
+                                      "<extra></extra>"))
+    return out
