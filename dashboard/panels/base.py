@@ -17,7 +17,6 @@ view)`` (Dash components under the graph) and ``GRAPH = False`` (no graph at all
 
 from __future__ import annotations
 
-import fnmatch
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -97,11 +96,6 @@ class RunInput:
     def bucket(self, key: str) -> int:
         """Steps per point of the series ``key`` as read (1 = raw rows)."""
         return downsample.bucket_size(self.series[key].level, self.base)
-
-
-def matches(key: str, patterns) -> bool:
-    """True if ``key`` matches one of the fnmatch ``patterns``."""
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 DIAGNOSIS_PREFIXES = ("input/", "criterion/", "logits/", "forward_order", "grad_stale",
