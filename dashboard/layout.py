@@ -11,6 +11,7 @@ from dash import dcc, html
 
 from dashboard import figures, runs_table, settings
 from dashboard.panels import PANELS
+from dashboard.panels.base import hook
 
 GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "panel-options"
 """``type`` of the pattern-matching ids of a panel's graph, extra content, state, toggles."""
@@ -84,7 +85,7 @@ def panel_card(panel) -> html.Section:
     declare ``FILTER``), graph, extra content (tables, notes) and its state."""
     toggles = [{"label": label, "value": value} for value, label in panel.OPTIONS]
     loading = figures.placeholder("loading…")
-    search = getattr(panel, "FILTER", None)
+    search = hook(panel, "FILTER")
     return html.Section(html.Details([
         html.Summary(html.H2(panel.TITLE), className="panel-summary",
                      title="click to fold or unfold this panel"),
@@ -112,7 +113,7 @@ def graph_style(panel, figure) -> dict | None:
     below it. ``None`` (no change) when ``figure`` is not a whole figure (a ``Patch``, or no
     update), since a patch never changes a figure's height.
     """
-    if not getattr(panel, "GRAPH", True):
+    if not hook(panel, "GRAPH"):
         return {"display": "none"}
     height = figure.get("layout", {}).get("height") if isinstance(figure, dict) else None
     return {"height": f"{height}px"} if height else None

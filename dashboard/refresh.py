@@ -52,7 +52,7 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
     """Read and draw ``panel`` from scratch."""
     items = base.load(panel, catalog, view) if view.runs else []
     good = [item for item in items if item.error is None]
-    graph = getattr(panel, "GRAPH", True)
+    graph = base.hook(panel, "GRAPH")
     if not graph:
         fig = no_update
     elif not view.runs:
@@ -62,11 +62,11 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
                                   "and in the run header.")
     else:
         fig = truthful(panel, panel.figure(good, view), good)
-    if hasattr(panel, "extra"):
+    if base.hook(panel, "extra") is not None:
         extra = panel.extra(items, view)
     else:
         extra = _errors(items)
-    empty = (bool(good) and not getattr(panel, "ALWAYS_SHOWN", False)
+    empty = (bool(good) and not base.hook(panel, "ALWAYS_SHOWN")
              and not any(item.present for item in good)
              and not any(base.nan_explains(panel, item) for item in good))
     return Refresh(fig, extra, _state(fig if graph else None, view, items, heads), empty)
@@ -112,7 +112,7 @@ def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,
     if "heads" in trigger and _needs_render(panel, state, heads, now):
         return render(panel, catalog, view, heads)
     step_moved = "view" in trigger and state.get("step") != view.step
-    if not getattr(panel, "GRAPH", True):
+    if not base.hook(panel, "GRAPH"):
         return render(panel, catalog, view, heads) if step_moved else Refresh(
             no_update, no_update, no_update)
     patch, new_state = Patch(), json.loads(json.dumps(state))
@@ -139,7 +139,7 @@ def _needs_render(panel, state: dict, heads: dict | None, now: float) -> bool:
         before = old.get(run)
         if before is None or before.get("series") != head.get("series"):
             return True
-        if any(before.get(f) != head.get(f) for f in getattr(panel, "RERENDER_ON", ())):
+        if any(before.get(f) != head.get(f) for f in base.hook(panel, "RERENDER_ON")):
             return True
         advanced = head.get("last") != before.get("last")
         if advanced and state.get("static") and now - state.get("at", 0) >= \

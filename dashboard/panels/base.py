@@ -1,24 +1,16 @@
-"""What a panel is, and the one loader that reads a panel's series from the store within budget.
+"""What a panel is (:class:`Panel`), and the one loader that reads a panel's series from the
+store within budget (:func:`load`).
 
-A panel is a module in this package with:
-
-``NAME``      id used in component ids and the URL-free state (``"grad_norm"``).
-``TITLE``     heading of the panel's card.
-``REQUIRES``  the series it draws (fnmatch patterns over series keys), for the docs and the
-              "why no data" text; the panel has data when :func:`needs` finds any of them.
-``MISSING``   what to tell the user when none of them was recorded, and how to record them.
-``OPTIONS``   ``(value, label)`` toggles shown above the graph (EMA, log y, ...).
-``needs(keys, options) -> list[Need]``   which series to read, from what a run has.
-``figure(runs, view) -> dict``           pure: a plotly figure dict from :class:`RunInput` s.
-
-and optionally ``load_extra(run, view) -> dict`` (extra reads, e.g. events), ``extra(runs,
-view)`` (Dash components under the graph) and ``GRAPH = False`` (no graph at all).
+A panel is a module of this package that satisfies :class:`Panel`: its required names, and any
+of its optional hooks (:data:`HOOKS`, with their defaults). ``tests/dashboard/test_panel_base.py``
+checks every panel against it, so a misspelt hook fails a test instead of being ignored.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +18,64 @@ from dashboard import downsample, settings
 from dashboard.figures import run_colour
 from instrument.store import schema
 from instrument.store.errors import StoreError
+
+
+class Panel(Protocol):
+    """The contract of a panel module (modules are checked structurally, not subclassed).
+
+    Required:
+
+    ``NAME``      id used in component ids (``"grad_norm"``).
+    ``TITLE``     heading of the panel's card.
+    ``REQUIRES``  the series it draws (exact keys or fnmatch patterns, ``<...>`` for what is not
+                  a series); every key :func:`needs` can ask for matches one of them (tested),
+                  and docs/dashboard.md lists them.
+    ``MISSING``   what to tell the user when none of them was recorded, and how to record them.
+    ``OPTIONS``   ``(value, label)`` toggles shown above the graph (EMA, log y, ...).
+    ``needs(keys, options) -> list[Need]``  which series to read, from what a run has.
+    ``figure(runs, view) -> dict | None``   pure: a plotly figure dict from :class:`RunInput` s.
+
+    Optional hooks, see :data:`HOOKS` for their defaults.
+    """
+
+    NAME: str
+    TITLE: str
+    REQUIRES: tuple
+    MISSING: str
+    OPTIONS: tuple
+
+    def needs(self, keys: dict, options) -> list: ...
+
+    def figure(self, runs: list, view: View): ...
+
+
+HOOKS = {
+    "GRAPH": True,
+    # False: the panel has no graph (its ``extra`` is all it shows; the graph box is hidden)
+    "RERENDER_ON": (),
+    # head fields (see RunCatalog.head: "last", "events", "status", "series") whose change
+    # re-renders the panel instead of appending to it
+    "ALWAYS_SHOWN": False,
+    # True: shown even when the runs recorded nothing it draws; otherwise such a panel is
+    # hidden and named in the health strip's "not recorded" line
+    "INSTRUMENTS": (),
+    # the instruments recording its series: when they were on and the run went NaN/Inf, the
+    # empty panel says so instead of asking to switch them on
+    "FILTER": None,
+    # placeholder text of the panel's search box (None: no box); its text is ``View.filter``
+    "load_extra": None,
+    # load_extra(run, view) -> dict: extra reads (events, metadata), kept in RunInput.extra
+    "extra": None,
+    # extra(runs, view) -> Dash components under the graph (tables, notes); by default the
+    # runs' read errors
+}
+"""Every optional hook of a :class:`Panel` with its default (as a comment: what it does)."""
+
+
+def hook(panel, name: str):
+    """Panel ``panel``'s optional hook ``name``, or its default from :data:`HOOKS`."""
+    return getattr(panel, name, HOOKS[name])
+
 
 READ_ERRORS = (StoreError, sqlite3.Error, OSError, ValueError, KeyError)
 """What reading a run can raise when the store is bad or changes underneath us (a run deleted,
@@ -176,7 +226,7 @@ def load(panel, catalog, view: View) -> list:
             continue
         try:
             _read(run, item, needs, view, per_line, columns)
-            if hasattr(panel, "load_extra"):
+            if hook(panel, "load_extra") is not None:
                 item.extra = panel.load_extra(run, view)
         except READ_ERRORS as exc:
             item.error = _message(exc)
@@ -186,7 +236,7 @@ def load(panel, catalog, view: View) -> list:
 def nan_explains(panel, item) -> bool:
     """True if ``item``'s run went NaN/Inf while the instruments ``panel`` draws were on (its
     meta lists them), so an empty panel is explained by the NaN/Inf, not by a switch."""
-    wanted = getattr(panel, "INSTRUMENTS", ())
+    wanted = hook(panel, "INSTRUMENTS")
     on = set((item.meta or {}).get("instruments") or ())
     return item.nonfinite_step is not None and bool(wanted) and set(wanted) <= on
 

@@ -149,7 +149,7 @@ def finding_row(g, view: View, compare: bool):
 def not_recorded(runs: list):
     """One line: the panels none of the runs recorded (hidden), each with how to record it."""
     from dashboard.panels import PANELS, recorded  # the panel list includes this module
-    from dashboard.panels.base import nan_explains
+    from dashboard.panels.base import hook, nan_explains
 
     good = [item for item in runs if item.extra.get("keys")]
     if not good:
@@ -157,7 +157,7 @@ def not_recorded(runs: list):
     for item in good:
         bad = findings.nonfinite_steps(_events_of(item))
         item.nonfinite_step = bad[0] if bad else None
-    missing = [p for p in PANELS if not getattr(p, "ALWAYS_SHOWN", False)
+    missing = [p for p in PANELS if not hook(p, "ALWAYS_SHOWN")
                and not any(recorded(p, item.extra["keys"]) or nan_explains(p, item)
                            for item in good)]
     if not missing:

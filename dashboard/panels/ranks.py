@@ -24,7 +24,8 @@ from instrument.store.schema import Keys
 
 NAME = "ranks"
 TITLE = "Ranks"
-REQUIRES = (Keys.RANK_STEP_TIME, Keys.RANK_COMPUTE_TIME, Keys.RANK_BETWEEN_TIME,
+REQUIRES = (Keys.RANK_STEP_TIME, Keys.RANK_STEP_TIME_SPREAD, Keys.RANK_COMPUTE_TIME,
+            Keys.RANK_BETWEEN_TIME,
             Keys.RANK_LOSS, Keys.RANK_SYNC_TIME)
 MISSING = ("No per-rank series: the run was not recorded under torch.distributed with two or "
            "more ranks (see docs/distributed.md).")

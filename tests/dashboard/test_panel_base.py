@@ -86,3 +86,22 @@ def test_downsampled_series_cover_the_whole_range(tmp_path, monkeypatch):
         assert (ds.first_step[1:] == ds.step[:-1] + 1).all()  # no gap, no overlap
     finally:
         writer.close()
+
+
+def test_every_panel_satisfies_the_declared_protocol():
+    import fnmatch
+
+    from dashboard.panels import PANELS
+
+    required = [n for n in base.Panel.__annotations__] + ["needs", "figure"]
+    everything = {schema.SCALAR: [], schema.LAYER: []}
+    for panel in PANELS:
+        for name in required:
+            assert hasattr(panel, name), f"{panel.__name__} lacks {name}"
+        for typo in ("RERENDER", "RERENDERON", "ALWAYS_SHOW", "INSTRUMENT", "LOAD_EXTRA"):
+            assert not hasattr(panel, typo), f"{panel.__name__}.{typo}: a misspelt hook"
+        options = tuple(v for v, _ in panel.OPTIONS)
+        for need in panel.needs(everything, options):
+            assert any(fnmatch.fnmatchcase(need.key, p) for p in panel.REQUIRES), (
+                f"{panel.__name__} reads {need.key!r}, not named in its REQUIRES")
+        assert set(base.hook(panel, "RERENDER_ON")) <= {"last", "events", "status", "series"}
