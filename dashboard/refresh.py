@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,18 +118,33 @@ def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,
             no_update, no_update, no_update)
     patch, new_state = Patch(), json.loads(json.dumps(state))
     changed = False
-    if "heads" in trigger and heads:
-        appended = append(patch, new_state, catalog, heads)
-        if appended is None:
-            return render(panel, catalog, view, heads)
-        changed |= appended
-    follow = view.step is None and "heads" in trigger
-    if step_moved or follow:
-        changed |= move_step(patch, new_state, catalog, view, heads)
+    with ExitStack() as stack:
+        sessions = Sessions(catalog, stack)
+        if "heads" in trigger and heads:
+            appended = append(patch, new_state, sessions, heads)
+            if appended is None:
+                return render(panel, catalog, view, heads)
+            changed |= appended
+        follow = view.step is None and "heads" in trigger
+        if step_moved or follow:
+            changed |= move_step(patch, new_state, sessions, view, heads)
     if not changed:
         return Refresh(no_update, no_update, no_update)
     new_state["heads"] = _heads_of(heads, state)
     return Refresh(patch, no_update, new_state)
+
+
+class Sessions:
+    """``try_open`` of a catalogue whose runs stay in one reading session (one connection, one
+    catalogue read) until ``stack`` closes: the appends and step moves of one refresh."""
+
+    def __init__(self, catalog, stack: ExitStack):
+        self.catalog, self.stack, self.opened = catalog, stack, {}
+
+    def try_open(self, name: str) -> tuple:
+        if name not in self.opened:
+            self.opened[name] = self.stack.enter_context(self.catalog.reading(name))
+        return self.opened[name]
 
 
 def _needs_render(panel, state: dict, heads: dict | None, now: float) -> bool:

@@ -92,13 +92,13 @@ class RunRows:
 
     def _row(self, name: str) -> dict:
         row = {"id": name, "name": self.catalog.display_name(name)}
-        run, error = self.catalog.try_open(name)
-        if run is None:
-            return {**row, "status": "unreadable", "error": error}
-        try:
-            return {**row, **summary(run)}
-        except (StoreError, OSError, ValueError, KeyError) as exc:
-            return {**row, "status": "unreadable", "error": str(exc)}
+        with self.catalog.reading(name) as (run, error):
+            if run is None:
+                return {**row, "status": "unreadable", "error": error}
+            try:
+                return {**row, **summary(run)}
+            except (StoreError, OSError, ValueError, KeyError) as exc:
+                return {**row, "status": "unreadable", "error": str(exc)}
 
 
 def _live(row: dict) -> bool:

@@ -9,6 +9,7 @@ checks every panel against it, so a misspelt hook fails a test instead of being 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -199,38 +200,45 @@ def budgets(needs_per_run: list, layer_counts: list) -> tuple:
 def load(panel, catalog, view: View) -> list:
     """Read what ``panel`` needs from every run of ``view`` (see the module docstring).
 
+    Each run is read through one connection and one catalogue read (its reading session).
     Bad runs come back with ``error`` set (a clear message), never as an exception.
     """
-    opened = []
-    for i, name in enumerate(view.runs):
-        run, error = catalog.try_open(name)
-        item = RunInput(name, catalog.display_name(name), run_colour(i), error=error)
-        if run is not None:
+    with ExitStack() as stack:
+        opened = []
+        for i, name in enumerate(view.runs):
+            run, error = stack.enter_context(catalog.reading(name))
+            item = RunInput(name, catalog.display_name(name), run_colour(i), error=error)
+            needs, counts = [], {}
+            if run is not None:
+                try:
+                    needs, counts = _inventory(panel, run, item, view)
+                except READ_ERRORS as exc:  # shown in the panel, never raised to the page
+                    run, item.error = None, _message(exc)
+            opened.append((item, run, needs, counts))
+        per_line, columns = budgets([o[2] for o in opened], [o[3] for o in opened])
+        for item, run, needs, _ in opened:
+            if run is None:
+                continue
             try:
-                item.first_step, item.last_step = run.step_range()
-                item.meta = run.meta
-                keys = {k: run.keys(k) for k in (schema.SCALAR, schema.LAYER)}
-                item.n_series = sum(len(v) for v in keys.values())
-                needs = [n for n in panel.needs(keys, view.options) if n.key in keys[n.kind]]
-                item.present = sorted({n.key for n in needs})
-                item.nonfinite_step = first_nonfinite(run)
-                counts = {n.key: len(run.layer_names(n.key)) for n in needs
-                          if n.kind == schema.LAYER}
-            except READ_ERRORS as exc:  # shown in the panel, never raised to the page
-                run, item.error = None, _message(exc)
-        opened.append((item, run, needs if run is not None else [],
-                       counts if run is not None else {}))
-    per_line, columns = budgets([o[2] for o in opened], [o[3] for o in opened])
-    for item, run, needs, _ in opened:
-        if run is None:
-            continue
-        try:
-            _read(run, item, needs, view, per_line, columns)
-            if hook(panel, "load_extra") is not None:
-                item.extra = panel.load_extra(run, view)
-        except READ_ERRORS as exc:
-            item.error = _message(exc)
+                _read(run, item, needs, view, per_line, columns)
+                if hook(panel, "load_extra") is not None:
+                    item.extra = panel.load_extra(run, view)
+            except READ_ERRORS as exc:
+                item.error = _message(exc)
     return [o[0] for o in opened]
+
+
+def _inventory(panel, run, item: RunInput, view: View) -> tuple:
+    """Fill ``item``'s steps, meta and present keys; ``(needs found, layers per key)``."""
+    item.first_step, item.last_step = run.step_range()
+    item.meta = run.meta
+    keys = {k: run.keys(k) for k in (schema.SCALAR, schema.LAYER)}
+    item.n_series = sum(len(v) for v in keys.values())
+    needs = [n for n in panel.needs(keys, view.options) if n.key in keys[n.kind]]
+    item.present = sorted({n.key for n in needs})
+    item.nonfinite_step = first_nonfinite(run)
+    counts = {n.key: len(run.layer_names(n.key)) for n in needs if n.kind == schema.LAYER}
+    return needs, counts
 
 
 def nan_explains(panel, item) -> bool:

@@ -105,3 +105,24 @@ def test_every_panel_satisfies_the_declared_protocol():
             assert any(fnmatch.fnmatchcase(need.key, p) for p in panel.REQUIRES), (
                 f"{panel.__name__} reads {need.key!r}, not named in its REQUIRES")
         assert set(base.hook(panel, "RERENDER_ON")) <= {"last", "events", "status", "series"}
+
+
+def test_one_connection_and_one_catalogue_read_per_run_and_refresh(catalog, monkeypatch):
+    import sqlite3
+
+    from instrument.store import reader
+
+    connects, catalogue_reads = [], []
+    real_connect = sqlite3.connect
+
+    def counting_connect(*args, **kwargs):  # a spy: the real connection, counted
+        conn = real_connect(*args, **kwargs)
+        connects.append(args[0])
+        conn.set_trace_callback(lambda sql: catalogue_reads.append(sql)
+                                if "FROM series" in sql else None)
+        return conn
+
+    monkeypatch.setattr(reader.sqlite3, "connect", counting_connect)
+    items = base.load(grad_norm, catalog, View(["a"]))
+    assert items[0].error is None and Keys.GRAD_NORM in items[0].series
+    assert len(connects) == 1 and len(catalogue_reads) == 1, (connects, catalogue_reads)
