@@ -93,6 +93,9 @@ MAX_SCALAR_PLOTS = 60
 """The loss panel draws at most this many of the keys its search box matches (every user key
 when none is typed); above it, it says how many more match and asks to narrow the filter."""
 
+MAX_GENERIC_KEYS = 3
+"""The "other per-layer series" panel draws this many series (the search box picks others)."""
+
 SCALARS_TWO_COLUMNS = 8
 """Up to this many scalars under the loss sit two to a row; more sit three to a row."""
 

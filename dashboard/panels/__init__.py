@@ -14,6 +14,7 @@ from dashboard.panels import (
                               grad_norm,
                               header,
                               health,
+                              layers,
                               learning_rate,
                               ranks,
                               scalars,
@@ -26,7 +27,7 @@ COCKPIT = (cockpit_alpha, cockpit_distance, cockpit_gradient_tests, cockpit_hist
 curvature, then its secondary screen."""
 
 PANELS = (health, header, scalars, events, grad_norm, update_ratio, learning_rate, activations,
-          ranks) + COCKPIT
+          layers, ranks) + COCKPIT
 """Every panel, top to bottom."""
 
 BY_NAME = {panel.NAME: panel for panel in PANELS}
