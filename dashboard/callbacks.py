@@ -80,17 +80,18 @@ def _navigation(app, catalog) -> None:
         Input("url", "search"), Input("run-select", "selected_row_ids"),
         Input("step-slider", "value"),
         Input({"type": events.ROW_TYPE, "index": ALL}, "n_clicks"), Input("heads", "data"),
-        Input("playing", "data"), Input("newest", "data"), State("view", "data"),
+        Input("playing", "data"), Input("newest", "data"),
+        Input(pid(GRAPH, ALL), "clickData"), State("view", "data"),
         State("step-slider", "min"), State("step-slider", "max"),
         State("step-label", "children"))
-    def navigate(search, selected, slider, _rows, heads, playing, newest, old, old_min,
-                 old_max, old_label):
+    def navigate(search, selected, slider, _rows, heads, playing, newest, _clicks, old,
+                 old_min, old_max, old_label):
         trigger = ctx.triggered_id
         if isinstance(trigger, dict) and not ctx.triggered[0]["value"]:
             return (no_update,) * 9  # rows re-rendered, not clicked
         view = navigation.next_view(old, trigger, search, selected, newest,
-                                    trigger and isinstance(trigger, dict)
-                                    and events.parse_row_id(trigger["index"]), catalog.latest)
+                                    _clicked(trigger, ctx.triggered[0]["value"]),
+                                    catalog.latest)
         heads = {**{r: catalog.head(r) for r in view["runs"] if r not in (heads or {})},
                  **(heads or {})}
         first, last = navigation.step_range(heads, view["runs"])
@@ -162,6 +163,19 @@ def _panels(app, catalog) -> None:
                 body)
 
     app._avionics_update_panel = update_panel
+
+
+def _clicked(trigger, value):
+    """``(run, id, step, layer)`` of a clicked event row or *show* button; for a click on a
+    heatmap cell, its layer (the row) at the current step: ``(None, None, KEEP, layer)``."""
+    if not isinstance(trigger, dict):
+        return None
+    if trigger.get("type") == GRAPH:
+        point = ((value or {}).get("points") or [{}])[0]
+        if "z" in point and isinstance(point.get("y"), str):
+            return None, None, navigation.KEEP, point["y"]
+        return None
+    return events.parse_row_id(trigger["index"])
 
 
 def _trigger_kind(prop_id: str) -> str:

@@ -28,6 +28,10 @@ def parse_query(search: str | None) -> dict:
     return {"runs": _unique(runs), "step": step, "layer": layer}
 
 
+KEEP = "keep"
+"""The step of a click that selects a layer only (a heatmap row): the step stays."""
+
+
 def next_view(old: dict | None, trigger, search: str | None, selected, newest: str | None,
               row: tuple | None, latest) -> dict:
     """The view after ``trigger`` fired (see :func:`dashboard.callbacks.navigate`).
@@ -51,7 +55,7 @@ def next_view(old: dict | None, trigger, search: str | None, selected, newest: s
             view.update(runs=[newest], step=None, layer=None)
     elif row:
         _run, _id, step, layer = row
-        view.update(step=step, layer=layer)
+        view.update(layer=layer, **({} if step is KEEP else {"step": step}))
     return view
 
 

@@ -15,7 +15,7 @@ NAV_OUTPUTS = [("view", "data"), ("run-select", "selected_row_ids"),
 
 def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=None,
              playing=False, view=None, changed=("url.search",), span=(None, None),
-             label=None, newest=None) -> dict:
+             label=None, newest=None, clicks=()) -> dict:
     """One call of the navigation callback; returns ``{"view.data": ..., "url.search": ...}``
     for the outputs it changed (missing keys: no_update)."""
     payload = {
@@ -28,7 +28,9 @@ def navigate(client, *, search="", selected=None, slider=None, rows=(), heads=No
                     for r in rows],
                    {"id": "heads", "property": "data", "value": heads},
                    {"id": "playing", "property": "data", "value": playing},
-                   {"id": "newest", "property": "data", "value": newest}],
+                   {"id": "newest", "property": "data", "value": newest},
+                   [{"id": {"type": "panel-graph", "panel": p}, "property": "clickData",
+                     "value": v} for p, v in clicks]],
         "state": [{"id": "view", "property": "data", "value": view},
                   {"id": "step-slider", "property": "min", "value": span[0]},
                   {"id": "step-slider", "property": "max", "value": span[1]},

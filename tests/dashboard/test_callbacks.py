@@ -211,3 +211,21 @@ def test_a_tick_with_nothing_new_sends_nothing(client):
                             changed=["heads.data"])
     assert (out["step-slider.max"], out["step-slider.value"]) == (35, 35)
     assert "view.data" not in out and "url.search" not in out
+
+
+def test_clicking_a_heatmap_row_selects_its_layer_and_keeps_the_step(client):
+    view = {"runs": ["b"], "step": 6, "layer": None}
+    gid = {"type": "panel-graph", "panel": "grad_norm"}
+    click = {"points": [{"x": 3, "y": "2.weight", "z": 0.4, "curveNumber": 1}]}
+    out = dashcall.navigate(client, search="?run=b&step=6", selected=["b"], view=view,
+                            clicks=[("grad_norm", click)],
+                            changed=[json.dumps(gid, separators=(",", ":"), sort_keys=True)
+                                     + ".clickData"])
+    assert out["view.data"]["layer"] == "2.weight" and out["view.data"]["step"] == 6
+    assert out["url.search"] == "?run=b&step=6&layer=2.weight"
+    line = {"points": [{"x": 3, "y": 0.5, "curveNumber": 0}]}  # a line: not a layer
+    out = dashcall.navigate(client, search="?run=b&step=6", selected=["b"], view=view,
+                            clicks=[("grad_norm", line)],
+                            changed=[json.dumps(gid, separators=(",", ":"), sort_keys=True)
+                                     + ".clickData"])
+    assert "view.data" not in out or out["view.data"]["layer"] is None
