@@ -178,6 +178,9 @@ CURSOR_COLOUR = "rgba(214, 39, 40, 0.85)"
 HIGHLIGHT_COLOUR = "#ff7f0e"
 """Outline of the highlighted layer (clicked event) in heatmaps and bars."""
 
+ZERO_COLOUR = "#3d3d3d"
+"""Cells that are exactly 0 on a log-coloured heatmap (not recorded: no cell, white)."""
+
 BAND_COLOUR = "rgba(44, 160, 44, 0.12)"
 """Fill of reference bands."""
 

@@ -91,6 +91,35 @@ def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscal
     return trace
 
 
+def zero_cells(cell: Cell, item: RunInput, key: str) -> dict | None:
+    """The cells of ``key`` that are exactly 0, as a dark overlay: on a log scale a zero has no
+    colour, and must not look like "not recorded" (no cell at all, the white background)."""
+    ds = item.series.get(key)
+    if ds is None or ds.step.size == 0:
+        return None
+    z = np.where(ds.mean.T == 0, 1.0, np.nan)
+    if not np.isfinite(z).any():
+        return None
+    trace = heatmap(cell, ds.step, ds.layers, z, colourscale=[[0, settings.ZERO_COLOUR],
+                                                               [1, settings.ZERO_COLOUR]],
+                    hover="%{y} @ step %{x}: exactly 0<extra></extra>")
+    trace.update(showscale=False, name="zero")
+    return trace
+
+
+def layer_labels(layers: list, meta: dict) -> list:
+    """``"0.weight (Linear)"``: each layer with the class of the module it belongs to (from
+    the run's model summary), the name alone when the summary does not say."""
+    types = {m.get("name"): m.get("type") for m in ((meta or {}).get("model") or {}).get(
+        "layers", []) if isinstance(m, dict)}
+    out = []
+    for name in layers:
+        module = name if name in types else name.rsplit(".", 1)[0]
+        kind = types.get(module)
+        out.append(f"{name} ({kind})" if kind else name)
+    return out
+
+
 def z_range(z: np.ndarray) -> tuple:
     """``(min, max)`` of the finite values of ``z`` (NaN, NaN without any)."""
     finite = np.asarray(z)[np.isfinite(z)]
@@ -162,6 +191,14 @@ def heatmap_rows(grid, runs: list, key: str, row: int, view: View, *, label: str
                               showscale=shared is None or i == len(runs) - 1)
         if trace is not None:
             data.append(trace)
+            names = list(item.layers(key))
+            labels = layer_labels(names, item.meta)
+            if labels != names:  # ticks name the module class; the values stay layer names
+                grid.axis(heat_cell, "y").update(tickvals=names, ticktext=labels)
+        if log:
+            zeros = zero_cells(heat_cell, item, key)
+            if zeros is not None:
+                data.append(zeros)
         bar = layer_bars(bar_cell, item, key, view, bar_colour, label)
         if bar is not None:
             data.append(bar)
