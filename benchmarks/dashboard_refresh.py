@@ -5,7 +5,7 @@
 The run is written once through the real store writer (minutes) and cached under
 ``$AVIONICS_BENCH_DIR`` (default: the temp directory). Every refresh kind is timed through the
 Flask test client exactly as the browser posts it: the poll, each panel's full render, a move
-of the replay step, and a live append of new steps. Budget (issue 3): each refresh <= 300 ms
+of the replay step, and a live append of new steps. Budget: each refresh <= 300 ms
 of server time and <= 1 MB sent; reported as the median over ``--repeat`` calls.
 """
 

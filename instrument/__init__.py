@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "watch": ("instrument.attach", "watch"),
+    "unwrap_optimizer": ("instrument.attach", "unwrap_optimizer"),
     "Monitor": ("instrument.monitor", "Monitor"),
     "load": ("instrument.store.reader", "load"),
     "Run": ("instrument.store.reader", "Run"),

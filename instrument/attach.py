@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from instrument import distributed
 from instrument.cockpit.presets import Preset
@@ -20,6 +22,7 @@ from instrument.guard import Guard
 from instrument.instruments import REGISTRY, SCHEDULABLE
 from instrument.monitor import Monitor
 from instrument.schedules import ScheduleSpec, as_schedule
+from instrument.store import schema
 from instrument.store.reader import is_run_dir, store_path
 from instrument.store.writer import StoreWriter
 from instrument.summary import host_summary, model_summary, optimizer_summary, versions
@@ -52,8 +55,11 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
 
     Args:
         model: the ``nn.Module`` being trained.
-        optimizer: its torch optimizer; steps are counted with its step hooks. Without one,
-            call ``monitor.step()`` after each update.
+        optimizer: its torch optimizer, or a framework's wrapper of it (accelerate's
+            prepared optimizer, Lightning's, Hugging Face Trainer's: the torch optimizer inside
+            is used); steps are counted with its step hooks, also when the loop passes a
+            closure (``optimizer.step(closure)``). Without one, call ``monitor.step()`` after
+            each update.
         run: directory of the run (created). If it already holds a run, the next free name
             ``<run>-2``, ``<run>-3``, ... is used (``monitor.run_dir`` tells which) unless
             ``overwrite=True`` replaces it.
@@ -89,6 +95,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     Raises:
         TypeError, ValueError: for arguments that cannot work, with how to fix them.
     """
+    optimizer = unwrap_optimizer(optimizer)
     _check_model_optimizer(model, optimizer)
     if loss_fn is not None and not isinstance(loss_fn, nn.Module):
         raise TypeError("loss_fn must be the criterion module the loop calls, e.g. "
@@ -103,11 +110,24 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                              {cls.name for cls in REGISTRY if cls.optional})
     ctx = Context.build(model, optimizer, loss_fn)
     cockpit.install(ctx)
+    run_dir = _RunDir(run, overwrite)
+    try:
+        return _attach(ctx, run_dir, resolved, cockpit, checked_thresholds, name=name,
+                       strict=strict, flush_interval=flush_interval, per_rank=per_rank,
+                       dashboard=dashboard)
+    except BaseException:
+        run_dir.discard()  # a watch() that fails leaves nothing behind
+        raise
+
+
+def _attach(ctx, run_dir: _RunDir, resolved, cockpit, checked_thresholds, *, name, strict,
+            flush_interval, per_rank, dashboard) -> Monitor:
+    """The part of ``watch()`` that creates the run: every argument is already checked."""
+    model, optimizer = ctx.model, ctx.optimizer
     # torch.distributed with >1 rank: rank 0 prepares the run directory for all (a set-up
     # collective); None otherwise, and nothing distributed happens
-    session = distributed.join(ctx, lambda: _prepare_run_dir(run, overwrite),
-                               per_rank=per_rank, strict=strict)
-    run_dir = session.run_dir if session else _prepare_run_dir(run, overwrite)
+    session = distributed.join(ctx, run_dir.prepare, per_rank=per_rank, strict=strict)
+    path = session.run_dir if session else run_dir.prepare()
     instruments = [cls(ctx) for cls in REGISTRY
                    if (not cls.optional or cls.name in cockpit.enabled) and cls.applies(ctx)]
     if session:
@@ -117,7 +137,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
         for i in instruments}
     sched["scalars"] = as_schedule(1)  # logging is explicit: always on
     meta = {
-        "name": name or os.path.basename(os.path.normpath(run_dir)),
+        "name": name or os.path.basename(os.path.normpath(path)),
         "start_time": time.time(),
         "model": model_summary(model, ctx.module_names),
         "optimizer": optimizer_summary(optimizer),
@@ -130,12 +150,14 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     }
     engine = attach_engine(ctx, instruments, sched, checked_thresholds, strict)
     meta["diagnosis"] = engine.describe()
-    run_store = store_path(run_dir)
+    run_store = store_path(path)
 
     def open_store(path, meta):
         # the diagnosis rules watch the run store only (per-rank stores hold partial views)
-        return StoreWriter(path, meta, flush_interval=flush_interval, strict=strict,
-                           observers=[engine] if path == run_store else [])
+        writer = StoreWriter(path, meta, flush_interval=flush_interval, strict=strict,
+                             observers=[engine] if path == run_store else [])
+        run_dir.writers.append(writer)
+        return writer
 
     if session:
         session.annotate(meta)
@@ -143,12 +165,71 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     else:
         writer = open_store(run_store, meta)
     guard = Guard(strict, report=writer.submit)
-    monitor = Monitor(ctx, instruments, sched, writer, guard, run_dir,
+    monitor = Monitor(ctx, instruments, sched, writer, guard, path,
                       reducer=session.reducer if session else None)
     serves = session is None or session.writes_run_store  # one server per job: rank 0's
     if dashboard is not False and dashboard is not None and serves:
-        monitor.dashboard = _start_dashboard(run_dir, dashboard, strict)
+        monitor.dashboard = _start_dashboard(path, dashboard, strict)
     return monitor
+
+
+class _RunDir:
+    """The run directory ``watch()`` records into, created once and removed again if
+    ``watch()`` fails before returning (with whatever store it had started)."""
+
+    def __init__(self, run, overwrite: bool):
+        self.run, self.overwrite = run, overwrite
+        self.path: str | None = None
+        self.created = False  # the directory did not exist before
+        self.writers: list = []
+
+    def prepare(self) -> str:
+        if self.path is None:
+            self.path, self.created = _prepare_run_dir(self.run, self.overwrite)
+        return self.path
+
+    def discard(self) -> None:
+        for writer in self.writers:
+            try:
+                writer.close(schema.CRASHED)
+            except Exception:  # the original error matters more
+                log.debug("avionics: closing the store of a failed watch()", exc_info=True)
+        if self.path is None:
+            return
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for suffix in ("", "-wal", "-shm"):  # an existing directory: only what watch() wrote
+            try:
+                os.remove(store_path(self.path) + suffix)
+            except OSError:
+                pass
+
+
+def unwrap_optimizer(optimizer):
+    """The torch optimizer inside framework wrappers (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``, anything exposing it as ``.optimizer``, nested).
+
+    A wrapper's ``step()`` ends in the inner optimizer's ``step()``, so hooks on the inner one
+    see every real update, and only those (accelerate skips the inner step on accumulation
+    micro-batches)."""
+    seen = []
+    while optimizer is not None and not _is_torch_optimizer(optimizer):
+        if isinstance(optimizer, LRScheduler) or len(seen) > 8:
+            break
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        seen.append(type(optimizer).__name__)
+        optimizer = inner
+    return optimizer
+
+
+def _is_torch_optimizer(obj) -> bool:
+    """A real, initialized torch optimizer (a wrapper may subclass Optimizer without calling
+    its ``__init__``, as ``AcceleratedOptimizer`` does: it has no hook dictionaries)."""
+    return (isinstance(obj, torch.optim.Optimizer)
+            and hasattr(obj, "_optimizer_step_pre_hooks"))
 
 
 def _start_dashboard(run_dir: str, dashboard, strict: bool):
@@ -174,12 +255,15 @@ def _check_model_optimizer(model, optimizer) -> None:
                         f"got {type(model).__name__}. Call watch(model, optimizer, run=...).")
     if optimizer is None:
         return
-    if not isinstance(optimizer, torch.optim.Optimizer):
+    if not _is_torch_optimizer(optimizer):
         hint = (" That looks like a learning-rate scheduler; pass the optimizer it wraps."
-                if hasattr(optimizer, "optimizer") else "")
-        raise TypeError(f"watch()'s second argument must be a torch.optim.Optimizer (or None "
-                        f"for loops that call monitor.step()), got {type(optimizer).__name__}."
-                        + hint)
+                if isinstance(optimizer, LRScheduler) else
+                " It subclasses torch.optim.Optimizer but was never initialized as one."
+                if isinstance(optimizer, torch.optim.Optimizer) else "")
+        raise TypeError(f"watch()'s second argument must be a torch.optim.Optimizer, a wrapper "
+                        f"exposing one as .optimizer (accelerate, Lightning, Hugging Face), or "
+                        f"None for loops that call monitor.step(); got "
+                        f"{type(optimizer).__module__}.{type(optimizer).__qualname__}." + hint)
     model_params = {id(p) for p in model.parameters()}
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     if model_params and not model_params & held:
@@ -203,7 +287,8 @@ def _check_schedules(schedules) -> dict:
     return dict(schedules)
 
 
-def _prepare_run_dir(run, overwrite: bool) -> str:
+def _prepare_run_dir(run, overwrite: bool) -> tuple:
+    """``(path, created)``: the directory to record into, and whether it is new."""
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a directory path, got {type(run).__name__}")
     run = os.fspath(run)
@@ -224,13 +309,14 @@ def _prepare_run_dir(run, overwrite: bool) -> str:
             log.warning("avionics: %s already holds a run; recording into %s (pass "
                         "overwrite=True to replace it)", run, new)
             run = new
+    created = not os.path.isdir(run)
     try:
         os.makedirs(run, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"cannot create the run directory {run!r}: {exc}") from exc
     if not os.access(run, os.W_OK):
         raise ValueError(f"the run directory {run!r} is not writable")
-    return run
+    return run, created
 
 
-__all__ = ["watch"]
+__all__ = ["watch", "unwrap_optimizer"]

@@ -1,7 +1,15 @@
 """The Monitor: owns the hooks, counts steps, and hands each logged step to the writer.
 
 Steps. A step is one ``optimizer.step()``, counted by the optimizer's pre/post step hooks (or
-``monitor.step()`` in loops without a torch optimizer). An *iteration* of step ``k`` starts at the
+``monitor.step()`` in loops without a torch optimizer).
+
+Closures. ``optimizer.step(closure)`` (Lightning's automatic optimization, LBFGS) runs the
+forward and backward *inside* the step, after the step's pre-hooks. The pre-hook therefore
+wraps the closure: the gradient instruments (``pre_step``) run when the closure's first
+evaluation returns, i.e. after its backward and any clipping inside it, and before the optimizer
+changes a parameter. Optimizers that evaluate the closure again within one step (LBFGS's line
+search) do so at other parameter values: those evaluations are not measured (their forwards feed
+no statistics), so every recorded value belongs to the first evaluation. An *iteration* of step ``k`` starts at the
 first grad-enabled forward after step ``k - 1`` finished, so ``log()`` calls made before or after
 ``optimizer.step()`` land on the same step, and several forward/backward passes before one
 step (gradient accumulation) are one step. Forwards under ``torch.no_grad()`` (evaluation) are
@@ -85,6 +93,8 @@ class Monitor:
         self.step_index = 0  # the step the current iteration performs
         self._after_step = False  # the optimizer stepped; the next forward starts a new step
         self._open = False
+        self._muted = False  # inside a closure's re-evaluation: forwards are not measured
+        self._model_called = False  # the watched model ran a training forward this iteration
         self._active: list = []
         self._touched: set = set()
         self._dispatch: dict = {h: [] for h in HOOKS}
@@ -175,14 +185,17 @@ class Monitor:
                 self._handles.extend(self.guard.call(inst, "attach") or ())
 
     def _model_pre_forward(self, module, args, kwargs):
-        if torch.is_grad_enabled() and not self._closed:
+        if torch.is_grad_enabled() and not self._closed and not self._muted:
             self._touch()
+            self._model_called = True
             self._run("model_input", args, kwargs)
         return None
 
     def _loss_hook(self, module, args, kwargs, output):
-        if torch.is_grad_enabled() and not self._closed:
-            self._touch()
+        # only a loss of this monitor's model: a criterion module shared with another watched
+        # model must neither start nor advance this monitor's steps
+        if (torch.is_grad_enabled() and not self._closed and not self._muted
+                and self._model_called and not self._after_step):
             self._run("loss_inputs", args, kwargs, output)
         return None
 
@@ -190,7 +203,7 @@ class Monitor:
         dispatch = self._dispatch["forward"]
 
         def hook(module, args, output):
-            if not torch.is_grad_enabled() or self._closed:
+            if not torch.is_grad_enabled() or self._closed or self._muted:
                 return None
             self._touch()
             if dispatch:
@@ -207,11 +220,41 @@ class Monitor:
 
         return hook
 
-    def _pre_step(self, optimizer, args, kwargs) -> None:
+    def _pre_step(self, optimizer, args, kwargs):
         if self._closed:
-            return
+            return None
         self._touch()
-        self._run("pre_step")
+        # torch passes the step's own arguments, the optimizer first: (self, closure, ...)
+        closure = args[1] if len(args) > 1 else kwargs.get("closure")
+        if not callable(closure):
+            self._run("pre_step")
+            return None
+        # the forward/backward happen inside the step: measure when the closure returns
+        wrapped = self._measure_after(closure)
+        if len(args) > 1:
+            return (args[0], wrapped, *args[2:]), kwargs
+        return args, {**kwargs, "closure": wrapped}
+
+    def _measure_after(self, closure):
+        """``closure`` that runs the ``pre_step`` instruments once its first evaluation has
+        returned (gradients final), and leaves later evaluations unmeasured (module doc)."""
+        evaluated = False
+
+        def closure_then_measure():
+            nonlocal evaluated
+            if evaluated:
+                self._muted = True
+                try:
+                    return closure()
+                finally:
+                    self._muted = False
+            evaluated = True
+            loss = closure()
+            if not self._closed:
+                self._run("pre_step")
+            return loss
+
+        return closure_then_measure
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         if self._closed:
@@ -219,6 +262,7 @@ class Monitor:
         self._touch()
         self._run("post_step")
         self._after_step = True
+        self._model_called = False
 
     # ---- step state machine ---------------------------------------------------------------
     def _touch(self) -> None:

@@ -28,11 +28,10 @@ import numpy as np
 from instrument.diagnosis.facts import RunFacts
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import History
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.thresholds import Thresholds
 from instrument.store import schema
 from instrument.store.records import Event, StepData
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 log = logging.getLogger("avionics.diagnosis")
 

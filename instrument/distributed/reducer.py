@@ -179,70 +179,80 @@ class Reducer:
 
     # ---- index plan (after allocation: offsets are known) -----------------------------------
     def _build_plan(self, buffer) -> dict:
+        """Device index tensors for one step's pack, combine and unpack (built once)."""
         dev = buffer.device
-        W = self.world
 
         def idx(values):
             return torch.tensor(np.asarray(values, dtype=np.int64), dtype=torch.long, device=dev)
 
-        def rng(sec):
-            return np.arange(sec.offset, sec.offset + sec.size)
-
-        plan = {"payload": [], "by_kind": {}}
-        pos = 0
-        for sec, kind in self.gathered:
-            b = rng(sec)
-            p = np.arange(pos, pos + sec.size)
-            pos += sec.size
-            plan["payload"].append(b)
-            entry = plan["by_kind"].setdefault(kind, {"b": [], "p": [], "fill": [], "rows": []})
-            entry["b"].append(b)
-            entry["p"].append(p)
-            fill = self.restore.get(sec.name, sec.fill)
-            entry["fill"].append(np.full(sec.size, fill))
-            if kind == "norm":
-                per_row = sec.size // sec.shape[0]
-                entry["rows"].append(np.repeat(np.arange(sec.shape[0]), per_row))
-        header_b = rng(self.header)
-        plan["payload"].append(header_b)
-        plan["header_p"] = np.arange(pos, pos + self.header_width)
-        payload = np.concatenate(plan["payload"])
+        payload, by_kind, header_p = self._payload_layout()
         assert payload.size == self.payload_size
-        out = {"payload": idx(payload), "kinds": {}}
-        for kind, e in plan["by_kind"].items():
-            k = {"b": idx(np.concatenate(e["b"])), "p": idx(np.concatenate(e["p"])),
-                 "fill": torch.tensor(np.concatenate(e["fill"]), dtype=buffer.dtype, device=dev)}
-            if kind == "norm":
-                rows = np.concatenate(e["rows"])
-                member = np.zeros((W, self.n_params), dtype=bool)
-                for i, group in enumerate(self.topo.groups):
-                    for r in (group or (self.rank,)):
-                        member[r, i] = True
-                k["mask"] = torch.tensor(member[:, rows], device=dev)
-            if kind == "keyed":
-                k["rows"] = k["b"].numel() // 3
-            out["kinds"][kind] = k
-        blank = [np.arange(s.offset, s.offset + s.size) for s, kind in self.blank if kind != "shard_local"]
-        for sec, kind in self.blank:
-            if kind == "shard_local":
-                per_row = sec.size // sec.shape[0]
-                for i, group in enumerate(self.topo.groups):
-                    if group is not None:
-                        blank.append(np.arange(sec.offset + i * per_row, sec.offset + (i + 1) * per_row))
-        own = {HEADER, RANKS, STATUS, LOCAL}
-        late = [sec for name, sec in buffer.sections.items()
-                if name not in self.known and name not in own]
-        blank += [rng(sec) for sec in late]  # no agreed layout: never shown as global
+        out = {"payload": idx(payload),
+               "kinds": {kind: self._kind_plan(kind, e, buffer, idx)
+                         for kind, e in by_kind.items()}}
+        blank = self._blank_rows(buffer)
         out["blank"] = idx(np.concatenate(blank)) if blank else None
-        out["header_p"] = idx(plan["header_p"])
+        out["header_p"] = idx(header_p)
         out["ranks"] = (self.ranks.offset, self.ranks.offset + self.ranks.size)
-        src = [rng(s) for s in self.local_src]
+        src = [_span(s) for s in self.local_src]
         self.local_src_np = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
         self.local_dst_np = np.arange(self.local.offset, self.local.offset + self.local_src_np.size)
         if self.local_view and self.combines and self.local_src_np.size:
             out["local_src"], out["local_dst"] = idx(self.local_src_np), idx(self.local_dst_np)
         out["tensor"] = buffer.tensor
         return out
+
+    def _payload_layout(self) -> tuple:
+        """Where each gathered section sits in the buffer (``b``) and in the payload (``p``),
+        grouped by reduce kind; then the header. Returns (payload, by_kind, header positions)."""
+        payload, by_kind, pos = [], {}, 0
+        for sec, kind in self.gathered:
+            b = _span(sec)
+            payload.append(b)
+            entry = by_kind.setdefault(kind, {"b": [], "p": [], "fill": [], "rows": []})
+            entry["b"].append(b)
+            entry["p"].append(np.arange(pos, pos + sec.size))
+            pos += sec.size
+            entry["fill"].append(np.full(sec.size, self.restore.get(sec.name, sec.fill)))
+            if kind == "norm":
+                per_row = sec.size // sec.shape[0]
+                entry["rows"].append(np.repeat(np.arange(sec.shape[0]), per_row))
+        payload.append(_span(self.header))
+        header_p = np.arange(pos, pos + self.header_width)
+        return np.concatenate(payload), by_kind, header_p
+
+    def _kind_plan(self, kind: str, e: dict, buffer, idx) -> dict:
+        """Index tensors of one reduce kind (norm rows carry their shard-group membership)."""
+        dev = buffer.device
+        k = {"b": idx(np.concatenate(e["b"])), "p": idx(np.concatenate(e["p"])),
+             "fill": torch.tensor(np.concatenate(e["fill"]), dtype=buffer.dtype, device=dev)}
+        if kind == "norm":
+            rows = np.concatenate(e["rows"])
+            member = np.zeros((self.world, self.n_params), dtype=bool)
+            for i, group in enumerate(self.topo.groups):
+                for r in (group or (self.rank,)):
+                    member[r, i] = True
+            k["mask"] = torch.tensor(member[:, rows], device=dev)
+        if kind == "keyed":
+            k["rows"] = k["b"].numel() // 3
+        return k
+
+    def _blank_rows(self, buffer) -> list:
+        """Buffer positions never shown as global values: blank sections, sharded rows of
+        shard-local ones, and sections added after the layout was agreed."""
+        blank = [_span(s) for s, kind in self.blank if kind != "shard_local"]
+        for sec, kind in self.blank:
+            if kind == "shard_local":
+                per_row = sec.size // sec.shape[0]
+                for i, group in enumerate(self.topo.groups):
+                    if group is not None:
+                        blank.append(np.arange(sec.offset + i * per_row,
+                                               sec.offset + (i + 1) * per_row))
+        own = {HEADER, RANKS, STATUS, LOCAL}
+        late = [sec for name, sec in buffer.sections.items()
+                if name not in self.known and name not in own]
+        blank += [_span(sec) for sec in late]  # no agreed layout: never shown as global
+        return blank
 
     # ---- every step --------------------------------------------------------------------------
     def commit(self, buffer, step: int, active: list, parts: list) -> list:
@@ -399,3 +409,8 @@ class Reducer:
             warnings.warn(f"avionics: rank {self.rank} could not pack its statistics "
                           f"({type(exc).__name__}: {exc}); the run store skips such steps",
                           RuntimeWarning, stacklevel=3)
+
+
+def _span(sec) -> np.ndarray:
+    """The buffer positions of a section."""
+    return np.arange(sec.offset, sec.offset + sec.size)

@@ -24,7 +24,7 @@ from instrument.instruments.zero_grad import ZeroGrad
 
 REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
             NonFinite,
-            # facts for the diagnosis rules (issue 4)
+            # facts for the diagnosis rules
             ZeroGrad, TrainMode, ForwardOrder, Inputs, InputStats, Criterion, Logits) + COCKPIT_INSTRUMENTS
 """Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names.
 Optional ones (``Instrument.optional``) exist only when a preset or a schedule names them."""

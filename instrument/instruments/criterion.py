@@ -20,8 +20,8 @@ import math
 import torch
 from torch import nn
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
+from instrument.store.schema import DKeys
 
 CALLS, LOSS, TARGETS = range(3)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.store.records import LayerValues
+from instrument.store.schema import DKeys
 
 
 class ForwardOrder(Instrument):

@@ -14,10 +14,10 @@ import math
 
 import torch
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.inputs import first_tensor
 from instrument.schedules import dense_then_every
+from instrument.store.schema import DKeys
 from instrument.tensorops import sum_and_sumsq
 
 COUNT, SUM, SUMSQ = range(3)

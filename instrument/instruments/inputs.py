@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.schedules import dense_then_pairs
+from instrument.store.schema import DKeys
 
 FP0, FP1, SAMPLES = range(3)
 

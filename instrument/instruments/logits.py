@@ -20,10 +20,10 @@ import math
 import torch
 from torch import nn
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.criterion import criterion_args
 from instrument.schedules import dense_then_every
+from instrument.store.schema import DKeys
 
 SUM_DEV, LSE_DEV, XMAX = range(3)
 

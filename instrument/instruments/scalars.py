@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.store.schema import Keys
+from instrument.store import schema
 
 SLOTS_PER_SECTION = 32
 
@@ -67,9 +67,12 @@ class UserScalars(Instrument):
         if key not in self._valid:
             if not isinstance(key, str) or not key:
                 raise TypeError(f"log() keys must be non-empty strings, got {key!r}")
-            if Keys.is_builtin_scalar(key):
-                raise ValueError(f"log(): {key!r} is a name avionics records itself; "
-                                 "pick another")
+            if schema.is_reserved_scalar(key):
+                owner = schema.specs_of(key)[0]
+                raise ValueError(f"log(): {key!r} is a name avionics records itself "
+                                 f"(declared as {owner.name!r} in instrument.store.schema); a "
+                                 "value logged under it would be overwritten. Pick another "
+                                 "name, e.g. 'my/" + key + "'")
             self._valid.add(key)
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.is_complex():

@@ -26,9 +26,9 @@ import weakref
 
 import numpy as np
 
-from instrument.diagnosis.keys import DKeys
 from instrument.instruments.base import HostStep, Instrument
 from instrument.store.records import LayerValues
+from instrument.store.schema import DKeys
 
 
 class ZeroGrad(Instrument):

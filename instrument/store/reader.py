@@ -202,6 +202,9 @@ class Run:
         """Run metadata; ``status`` reads ``crashed`` once a running writer's heartbeat stops."""
         with self._connect() as conn:
             meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            if meta.get("steps") is None:  # written at close(): a live or killed run has
+                last = conn.execute("SELECT MAX(step) FROM steps").fetchone()[0]  # none yet
+                meta["steps"] = None if last is None else last + 1
         meta["status"] = _live_status(meta)
         meta.setdefault("name", self.name)
         return meta

@@ -117,6 +117,96 @@ COCKPIT_NOT_CONVERGED = "cockpit_not_converged"
 """The Hessian max-eigenvalue iteration stopped above its residual tolerance."""
 
 
+# ---- the series-key registry ------------------------------------------------------------------
+# Every series name avionics writes is declared here, once, with its kind. The writer side
+# (instruments, rules) and the reader side (dashboard panels) both name series through these
+# declarations; what a key *is* (a user metric, a built-in scalar, a per-layer series or an
+# internal diagnosis fact) is looked up here, never guessed from a hand-kept prefix list.
+
+USER = "user"
+"""A scalar the user passes to ``monitor.log()`` (only ``loss`` is declared: the rules read it)."""
+BUILTIN = "builtin"
+"""A scalar avionics records itself and the dashboard draws (``grad_norm/total``, ``lr/0``...)."""
+PER_LAYER = "per_layer"
+"""One value per named parameter or leaf module (``grad_norm``, ``act/mean``...)."""
+FACT = "fact"
+"""An internal fact recorded for the diagnosis rules (input fingerprints, criterion targets...)."""
+KINDS = (USER, BUILTIN, PER_LAYER, FACT)
+
+
+class KeySpec:
+    """One declared series name.
+
+    ``layered``: stored as a layer series (one column per parameter/module/rank/bin) rather than
+    as a column of the scalars series. ``namespace``: the declaration covers every
+    ``name/<suffix>`` (per-group scalars ``lr/0``, ``rank/*``...); the bare ``name`` is a series
+    of its own only if ``itself`` (a user may ``log(lr=...)``: ``lr`` alone is not recorded).
+    """
+
+    __slots__ = ("name", "kind", "layered", "namespace", "itself", "doc")
+
+    def __init__(self, name: str, kind: str, layered: bool, namespace: bool, itself: bool,
+                 doc: str):
+        self.name, self.kind, self.layered = name, kind, layered
+        self.namespace, self.itself, self.doc = namespace, itself, doc
+
+    def __repr__(self) -> str:
+        return (f"KeySpec({self.name!r}, {self.kind}, layered={self.layered}, "
+                f"namespace={self.namespace})")
+
+
+REGISTRY: dict = {}
+"""``name -> KeySpec`` of every declared series (filled by :func:`declare` at import)."""
+
+
+def declare(name: str, kind: str, *, layered: bool = False, namespace: bool = False,
+            itself: bool | None = None, doc: str = "") -> str:
+    """Declare a series name once; returns the name (so ``X = declare("x", ...)``).
+
+    ``itself`` defaults to ``not namespace`` (see :class:`KeySpec`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown key kind {kind!r}; one of {KINDS}")
+    if name in REGISTRY:
+        raise ValueError(f"series key {name!r} is declared twice")
+    REGISTRY[name] = KeySpec(name, kind, layered, namespace,
+                             (not namespace) if itself is None else itself, doc)
+    return name
+
+
+def specs_of(key: str) -> list:
+    """The declarations covering ``key``: its own, then every namespace above it."""
+    own = REGISTRY.get(key)
+    found = [own] if own is not None and own.itself else []
+    head = key
+    while "/" in head:
+        head = head.rsplit("/", 1)[0]
+        spec = REGISTRY.get(head)
+        if spec is not None and spec.namespace:
+            found.append(spec)
+    return found
+
+
+def is_reserved_scalar(key: str) -> bool:
+    """True for scalar names avionics writes itself: ``monitor.log()`` must not reuse them (a
+    user value there would be silently overwritten, or would overwrite avionics' own)."""
+    return any(s.kind != USER and not s.layered for s in specs_of(key))
+
+
+def is_user_scalar(key: str) -> bool:
+    """True for scalar columns that come from ``monitor.log()`` (``loss`` included)."""
+    return not is_reserved_scalar(key)
+
+
+def is_diagnosis_fact(key: str) -> bool:
+    """True for avionics' internal facts for the rules (not metrics a user looks for)."""
+    return any(s.kind == FACT for s in specs_of(key))
+
+
+def declared(kind: str | None = None) -> list:
+    """Every declaration (of one kind), in declaration order."""
+    return [s for s in REGISTRY.values() if kind is None or s.kind == kind]
+
+
 class Keys:
     """Names of the built-in series. Panels and rules refer to these, never to string literals.
 
@@ -124,51 +214,59 @@ class Keys:
     or per leaf module (``ACT_*``). ``per_group(key, i)`` names a per-param-group scalar.
     """
 
-    LOSS = "loss"
+    LOSS = declare("loss", USER, doc="the loss the loop passes to monitor.log(loss=...)")
 
     # scalars, per optimizer param group: f"{LR}/{group index}"
-    LR = "lr"
-    MOMENTUM = "momentum"
-    BETA1 = "beta1"
-    BETA2 = "beta2"
-    WEIGHT_DECAY = "weight_decay"
+    LR = declare("lr", BUILTIN, namespace=True, doc="learning rate per param group")
+    MOMENTUM = declare("momentum", BUILTIN, namespace=True, doc="SGD momentum per group")
+    BETA1 = declare("beta1", BUILTIN, namespace=True, doc="Adam beta1 per group")
+    BETA2 = declare("beta2", BUILTIN, namespace=True, doc="Adam beta2 per group")
+    WEIGHT_DECAY = declare("weight_decay", BUILTIN, namespace=True, doc="per group")
 
     # global scalars
-    GRAD_NORM_TOTAL = "grad_norm/total"
-    WEIGHT_NORM_TOTAL = "weight_norm/total"
-    UPDATE_NORM_TOTAL = "update_norm/total"
-    UPDATE_RATIO_TOTAL = "update_ratio/total"
+    GRAD_NORM_TOTAL = declare("grad_norm/total", BUILTIN,
+                              doc="global L2 norm of the gradient the optimizer step used")
+    GRAD_NORM_TOTAL_BEFORE_CLIP = declare(
+        "grad_norm/total_before_clip", BUILTIN,
+        doc="global L2 norm of the gradient when backward finished (what clip_grad_norm_ "
+            "returns); recorded only on steps where the step's gradient differs from it")
+    WEIGHT_NORM_TOTAL = declare("weight_norm/total", BUILTIN)
+    UPDATE_NORM_TOTAL = declare("update_norm/total", BUILTIN)
+    UPDATE_RATIO_TOTAL = declare("update_ratio/total", BUILTIN)
 
     # per parameter (layer = parameter name)
-    GRAD_NORM = "grad_norm"
-    WEIGHT_NORM = "weight_norm"
-    UPDATE_NORM = "update_norm"
-    UPDATE_RATIO = "update_ratio"
-    EFFECTIVE_LR = "effective_lr"
-    ADAPTIVE_LR_P10 = "adaptive_lr/p10"
-    ADAPTIVE_LR_MEDIAN = "adaptive_lr/median"
-    ADAPTIVE_LR_P90 = "adaptive_lr/p90"
+    GRAD_NORM = declare("grad_norm", PER_LAYER, layered=True)
+    WEIGHT_NORM = declare("weight_norm", PER_LAYER, layered=True)
+    UPDATE_NORM = declare("update_norm", PER_LAYER, layered=True)
+    UPDATE_RATIO = declare("update_ratio", PER_LAYER, layered=True)
+    EFFECTIVE_LR = declare("effective_lr", PER_LAYER, layered=True)
+    ADAPTIVE_LR_P10 = declare("adaptive_lr/p10", PER_LAYER, layered=True)
+    ADAPTIVE_LR_MEDIAN = declare("adaptive_lr/median", PER_LAYER, layered=True)
+    ADAPTIVE_LR_P90 = declare("adaptive_lr/p90", PER_LAYER, layered=True)
 
     # per leaf module (layer = module name)
-    ACT_MEAN = "act/mean"
-    ACT_STD = "act/std"
-    ACT_MIN = "act/min"
-    ACT_MAX = "act/max"
-    ACT_ZERO_FRAC = "act/zero_frac"
-    ACT_DEAD_FRAC = "act/dead_frac"
-    ACT_UNIT_OBSERVATIONS = "act/unit_observations"  # values per unit behind act/dead_frac
-    ACT_SATURATION_FRAC = "act/saturation_frac"
-    ACT_NONFINITE = "act/nonfinite"
+    ACT_MEAN = declare("act/mean", PER_LAYER, layered=True)
+    ACT_STD = declare("act/std", PER_LAYER, layered=True)
+    ACT_MIN = declare("act/min", PER_LAYER, layered=True)
+    ACT_MAX = declare("act/max", PER_LAYER, layered=True)
+    ACT_ZERO_FRAC = declare("act/zero_frac", PER_LAYER, layered=True)
+    ACT_DEAD_FRAC = declare("act/dead_frac", PER_LAYER, layered=True)
+    ACT_UNIT_OBSERVATIONS = declare("act/unit_observations", PER_LAYER, layered=True,
+                                    doc="values per unit behind act/dead_frac")
+    ACT_SATURATION_FRAC = declare("act/saturation_frac", PER_LAYER, layered=True)
+    ACT_NONFINITE = declare("act/nonfinite", PER_LAYER, layered=True)
 
     # torch.distributed (instrument/distributed/rankview.py): per rank, layer = rank ("0", ...)
-    RANK_STEP_TIME = "rank/step_time"
-    RANK_COMPUTE_TIME = "rank/compute_time"
-    RANK_BETWEEN_TIME = "rank/between_time"
-    RANK_SYNC_TIME = "rank/sync_time"
-    RANK_LOSS = "rank/loss"
-    RANK_NONFINITE = "rank/nonfinite_modules"
-    RANK_STEP_TIME_SPREAD = "rank/step_time_spread"  # scalar: slowest minus fastest rank
     RANK_PREFIX = "rank/"
+    _RANK = declare("rank", BUILTIN, namespace=True, doc="torch.distributed per-rank series")
+    RANK_STEP_TIME = declare("rank/step_time", PER_LAYER, layered=True)
+    RANK_COMPUTE_TIME = declare("rank/compute_time", PER_LAYER, layered=True)
+    RANK_BETWEEN_TIME = declare("rank/between_time", PER_LAYER, layered=True)
+    RANK_SYNC_TIME = declare("rank/sync_time", PER_LAYER, layered=True)
+    RANK_LOSS = declare("rank/loss", PER_LAYER, layered=True)
+    RANK_NONFINITE = declare("rank/nonfinite_modules", PER_LAYER, layered=True)
+    RANK_STEP_TIME_SPREAD = declare("rank/step_time_spread", BUILTIN,
+                                    doc="slowest minus fastest rank")
 
     PER_GROUP = (LR, MOMENTUM, BETA1, BETA2, WEIGHT_DECAY)
 
@@ -180,11 +278,53 @@ class Keys:
     @classmethod
     def is_builtin_scalar(cls, key: str) -> bool:
         """True for scalar names that the instruments write and ``log()`` must not reuse."""
-        head = key.split("/", 1)[0]
-        totals = (cls.GRAD_NORM_TOTAL, cls.WEIGHT_NORM_TOTAL, cls.UPDATE_NORM_TOTAL,
-                  cls.UPDATE_RATIO_TOTAL)
-        return (key in totals or (head in cls.PER_GROUP and key != head)
-                or key.startswith(cls.RANK_PREFIX) or key.startswith(CockpitKeys.PREFIX))
+        return is_reserved_scalar(key)
+
+
+class DKeys:
+    """Facts recorded for the diagnosis rules (see ``instrument/instruments/``)."""
+
+    # zero_grad instrument, per parameter: 1 = this step's first backward accumulated into the
+    # gradient left over from the previous optimizer step, 0 = into a cleared one, NaN = no
+    # accumulation observed.
+    GRAD_STALE = declare("grad_stale", FACT, layered=True)
+
+    # train_mode instrument, per module ("(model)" first, then dropout / batch-norm modules):
+    # 1 = training mode, 0 = eval mode, at the optimizer step.
+    TRAIN_MODE = declare("train_mode", FACT, layered=True)
+
+    # forward_order instrument, per leaf module: rank in the forward pass (0 = called first)
+    FORWARD_ORDER = declare("forward_order", FACT, layered=True)
+
+    # inputs / input_stats instruments (first tensor argument of the model's grad-enabled
+    # forward calls); INPUT_BATCH counts the samples of the step (all micro-batches, all
+    # data-parallel ranks)
+    _INPUT = declare("input", FACT, namespace=True, doc="the model's input batch")
+    INPUT_MEAN = declare("input/mean", FACT)
+    INPUT_STD = declare("input/std", FACT)
+    INPUT_MIN = declare("input/min", FACT)
+    INPUT_MAX = declare("input/max", FACT)
+    INPUT_BATCH = declare("input/batch", FACT)
+    INPUT_FP0 = declare("input/fingerprint0", FACT)
+    INPUT_FP1 = declare("input/fingerprint1", FACT)
+
+    # criterion instrument (the loss the loop computes: its inputs and targets)
+    _CRITERION = declare("criterion", FACT, namespace=True, doc="the criterion's inputs")
+    CRIT_LOSS = declare("criterion/loss", FACT)
+    CRIT_CLASSES = declare("criterion/classes", FACT)
+    CRIT_TARGETS = declare("criterion/targets", FACT)
+    CRIT_TARGET_MIN = declare("criterion/target_min", FACT)
+    CRIT_TARGET_MAX = declare("criterion/target_max", FACT)
+
+    # logits instrument (the criterion's first argument, class dimension = 1)
+    _LOGITS = declare("logits", FACT, namespace=True, doc="the criterion's logits")
+    LOGIT_MIN = declare("logits/min", FACT)
+    LOGIT_MAX = declare("logits/max", FACT)
+    LOGIT_SUM_DEV = declare("logits/rowsum_dev", FACT)
+    LOGIT_LSE_DEV = declare("logits/logsumexp_dev", FACT)
+
+    MODEL_LAYER = "(model)"
+    """Layer name of the model itself in :attr:`TRAIN_MODE`."""
 
 
 class CockpitKeys:
@@ -197,26 +337,32 @@ class CockpitKeys:
     """
 
     PREFIX = "cockpit/"
-    ALPHA = "cockpit/alpha"
+    _ALL = declare("cockpit", BUILTIN, namespace=True,
+                   doc="Cockpit's instruments; per-layer keys have a <key>/total scalar")
+    ALPHA = declare("cockpit/alpha", PER_LAYER, layered=True)
     """Alpha, stored under the step where the update started. It is only known one step later,
     when that step's scalar row is already written, so it is a one-column layer-like series
     (column :attr:`ALPHA_COLUMN`) whose rows arrive one step late."""
     ALPHA_COLUMN = "alpha"
-    DISTANCE = "cockpit/distance"
-    NORM_TEST = "cockpit/norm_test"
-    INNER_TEST = "cockpit/inner_test"
-    ORTHO_TEST = "cockpit/ortho_test"
-    HESS_TRACE = "cockpit/hess_trace"
-    TIC_DIAG = "cockpit/tic_diag"
-    TIC_TRACE = "cockpit/tic_trace"
-    MEAN_GSNR = "cockpit/mean_gsnr"
-    CABS = "cockpit/cabs"
-    EARLY_STOPPING = "cockpit/early_stopping"
-    HESS_MAX_EV = "cockpit/hess_max_ev"  # scalar
-    HESS_MAX_EV_RESIDUAL = "cockpit/hess_max_ev/residual"  # scalar: ||Hv - lv|| / |l|
-    HESS_MAX_EV_ITERATIONS = "cockpit/hess_max_ev/iterations"  # scalar: HVPs used
-    GRAD_HIST_1D = "cockpit/grad_hist_1d"  # all parameters; layers = 1-D bins
-    GRAD_HIST_2D = "cockpit/grad_hist_2d"  # layers = 2-D bins (gradient x parameter value)
+    DISTANCE = declare("cockpit/distance", PER_LAYER, layered=True)
+    NORM_TEST = declare("cockpit/norm_test", PER_LAYER, layered=True)
+    INNER_TEST = declare("cockpit/inner_test", PER_LAYER, layered=True)
+    ORTHO_TEST = declare("cockpit/ortho_test", PER_LAYER, layered=True)
+    HESS_TRACE = declare("cockpit/hess_trace", PER_LAYER, layered=True)
+    TIC_DIAG = declare("cockpit/tic_diag", PER_LAYER, layered=True)
+    TIC_TRACE = declare("cockpit/tic_trace", PER_LAYER, layered=True)
+    MEAN_GSNR = declare("cockpit/mean_gsnr", PER_LAYER, layered=True)
+    CABS = declare("cockpit/cabs", PER_LAYER, layered=True)
+    EARLY_STOPPING = declare("cockpit/early_stopping", PER_LAYER, layered=True)
+    HESS_MAX_EV = declare("cockpit/hess_max_ev", BUILTIN)
+    HESS_MAX_EV_RESIDUAL = declare("cockpit/hess_max_ev/residual", BUILTIN,
+                                   doc="||Hv - lv|| / |l|")
+    HESS_MAX_EV_ITERATIONS = declare("cockpit/hess_max_ev/iterations", BUILTIN,
+                                     doc="Hessian-vector products used")
+    GRAD_HIST_1D = declare("cockpit/grad_hist_1d", PER_LAYER, layered=True, namespace=True,
+                           itself=True, doc="all parameters; layers = 1-D bins; per parameter below it")
+    GRAD_HIST_2D = declare("cockpit/grad_hist_2d", PER_LAYER, layered=True,
+                           doc="layers = 2-D bins (gradient x parameter value)")
 
     PER_LAYER = (DISTANCE, NORM_TEST, INNER_TEST, ORTHO_TEST, HESS_TRACE, TIC_DIAG, TIC_TRACE,
                  MEAN_GSNR, CABS, EARLY_STOPPING)

@@ -275,6 +275,69 @@ def _decode_items(items, names: dict) -> list:
     return out
 
 
+class _Server:
+    """The child's side of the pipe: one StoreWorker driven by the parent's messages."""
+
+    def __init__(self, inp, out, lock):
+        self.inp, self.out, self.lock = inp, out, lock
+        self.worker, self.names, self.failed = None, {}, False
+
+    def reply(self, message) -> None:
+        with self.lock:
+            send(self.out, message)
+
+    def start(self, path, observers, strict) -> None:
+        try:
+            self.worker = StoreWorker(path, observers, strict)
+        except Exception as exc:
+            self.failed = True
+            self.reply(("failed", exc))
+
+    def crashed(self) -> None:
+        """The training process died without closing: the run crashed."""
+        if self.worker is not None and not self.failed:
+            try:
+                self.worker.write([{"meta": {"status": schema.CRASHED,
+                                             "end_time": time.time()}}])
+            except Exception:
+                pass
+
+    def write(self, items, beat) -> None:
+        if self.failed:
+            return
+        try:
+            self.worker.write(_decode_items(items, self.names), beat=beat)
+        except Exception as exc:
+            self.failed = True
+            self.reply(("failed", exc))
+        if self.worker.pending_error is not None:
+            err, self.worker.pending_error = self.worker.pending_error, None
+            try:
+                self.reply(("error", err))
+            except Exception:  # an exception that does not pickle
+                self.reply(("error", RuntimeError(repr(err))))
+
+    def serve(self) -> None:
+        """Handle messages until the parent closes the store or goes away."""
+        while True:
+            msg = receive(self.inp)
+            if msg is None:
+                self.crashed()
+                return
+            kind = msg[0]
+            if kind == "names":
+                self.names[msg[1]] = msg[2]
+            elif kind == "write":
+                self.write(msg[1], msg[2])
+            elif kind == "sync":
+                self.reply(("ack", msg[1]))
+            elif kind == "close":
+                if self.worker is not None:
+                    self.worker.close()
+                self.reply(("closed",))
+                return
+
+
 def main() -> None:
     """Child-process entry: serve one StoreWriter over stdin/stdout until it closes or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the training process
@@ -288,48 +351,9 @@ def main() -> None:
     if first is None:  # the parent could not send the set-up (it fell back to a thread)
         return
     _, path, observers, strict = first
-    worker, names, failed = None, {}, False
-    try:
-        worker = StoreWorker(path, observers, strict)
-    except Exception as exc:
-        failed = True
-        with lock:
-            send(out, ("failed", exc))
-    while True:
-        msg = receive(inp)
-        if msg is None:  # the training process died without closing: the run crashed
-            if worker is not None and not failed:
-                try:
-                    worker.write([{"meta": {"status": schema.CRASHED, "end_time": time.time()}}])
-                except Exception:
-                    pass
-            return
-        kind = msg[0]
-        if kind == "names":
-            names[msg[1]] = msg[2]
-        elif kind == "write" and not failed:
-            try:
-                worker.write(_decode_items(msg[1], names), beat=msg[2])
-            except Exception as exc:
-                failed = True
-                with lock:
-                    send(out, ("failed", exc))
-            if worker.pending_error is not None:
-                err, worker.pending_error = worker.pending_error, None
-                with lock:
-                    try:
-                        send(out, ("error", err))
-                    except Exception:  # an exception that does not pickle
-                        send(out, ("error", RuntimeError(repr(err))))
-        elif kind == "sync":
-            with lock:
-                send(out, ("ack", msg[1]))
-        elif kind == "close":
-            if worker is not None:
-                worker.close()
-            with lock:
-                send(out, ("closed",))
-            return
+    server = _Server(inp, out, lock)
+    server.start(path, observers, strict)
+    server.serve()
 
 
 if __name__ == "__main__":

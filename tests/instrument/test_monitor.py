@@ -90,6 +90,10 @@ def test_python_numbers_tensors_and_dicts(run_dir):
     ({"loss": "high"}, "number or a one-element tensor"),
     ({"grad_norm/total": 1.0}, "records itself"),
     ({"lr/0": 1.0}, "records itself"),
+    ({"input/mean": 123}, "records itself"),  # the input_stats instrument's fact
+    ({"criterion/loss": 1.0}, "records itself"),
+    ({"grad_norm/total_before_clip": 1.0}, "records itself"),
+    ({"cockpit/norm_test/total": 1.0}, "records itself"),
 ])
 def test_log_rejects_bad_values(run_dir, bad, err):
     model = mlp()

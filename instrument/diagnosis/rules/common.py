@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from instrument.diagnosis.history import History, nanmedian
-from instrument.diagnosis.keys import DKeys
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 
 def loss_key(h: History) -> str:

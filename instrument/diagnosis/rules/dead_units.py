@@ -15,11 +15,10 @@ import numpy as np
 from instrument.diagnosis.facts import RELU
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import columns
 from instrument.store import schema
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 
 def check(h, th, facts, state):

@@ -13,9 +13,9 @@ import numpy as np
 
 from instrument.diagnosis.facts import BATCHNORM
 from instrument.diagnosis.finding import Finding
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.store import schema
+from instrument.store.schema import DKeys
 
 
 def check(h, th, facts, state):

@@ -13,10 +13,10 @@ import math
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt, nanmedian
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import lr_warming_up
 from instrument.store import schema
+from instrument.store.schema import DKeys
 
 
 def check(h, th, facts, state):

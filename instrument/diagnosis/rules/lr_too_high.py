@@ -37,11 +37,10 @@ import numpy as np
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import FIRST_VALUES, finite, fmt
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import loss_key, weight_ratio_median
 from instrument.store import schema
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 
 def check(h, th, facts, state):

@@ -16,11 +16,10 @@ import numpy as np
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import finite, fmt, nanmedian
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.diagnosis.rules.common import columns, loss_key, lr_fraction_of_peak, lr_warming_up
 from instrument.store import schema
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 
 EVERY = 10
 """Checked every this many records (the window is long; saves time on the writer thread)."""

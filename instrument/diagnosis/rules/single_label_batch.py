@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from instrument.diagnosis.finding import Finding
 from instrument.diagnosis.history import fmt
-from instrument.diagnosis.keys import DKeys
 from instrument.diagnosis.rule import Rule
 from instrument.store import schema
+from instrument.store.schema import DKeys
 
 
 def check(h, th, facts, state):

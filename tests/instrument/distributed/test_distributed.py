@@ -21,9 +21,11 @@ from avdist_bodies import Case  # noqa: E402
 from avdist_harness import run_ranks  # noqa: E402
 
 import instrument  # noqa: E402
-from instrument.diagnosis.keys import DKeys  # noqa: E402
 from instrument.store import schema  # noqa: E402
-from instrument.store.schema import Keys  # noqa: E402
+from instrument.store.schema import (
+    DKeys,  # noqa: E402
+    Keys,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240),
               pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -55,23 +57,40 @@ def close(got, want, rtol=RTOL, atol=0.0):
     return bool(np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
 
 
-def check_against_reference(run_dir, ref, case, *, norms=True):  # noqa: C901
+def check_against_reference(run_dir, ref, case, *, norms=True):
     """Every per-parameter and per-module value, the loss and per-rank losses vs brute force."""
     run = instrument.load(run_dir)
     bad = []
     if norms:
-        for key in (Keys.GRAD_NORM, Keys.WEIGHT_NORM, Keys.UPDATE_NORM):
-            table = layer_table(run, key)
-            for step, rec in enumerate(ref["steps"]):
-                for name in ref["params"]:
-                    got, want = table.loc[step, name], rec[key][name]
-                    if not close(got, want):
-                        bad.append((key, step, name, got, want))
-        totals = scalar_series(run, Keys.GRAD_NORM_TOTAL)
+        bad += norm_differences(run, ref)
+    bad += activation_differences(run, ref)
+    bad += loss_differences(run, ref)
+    assert not bad, f"{len(bad)} values differ from the single-process reference: {bad[:8]}"
+    for key in (Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS):
+        table = layer_table(run, key)
+        assert table.isna().all().all(), "dead units cannot be combined across ranks: not recorded"
+    return run
+
+
+def norm_differences(run, ref) -> list:
+    bad = []
+    for key in (Keys.GRAD_NORM, Keys.WEIGHT_NORM, Keys.UPDATE_NORM):
+        table = layer_table(run, key)
         for step, rec in enumerate(ref["steps"]):
-            want = math.sqrt(sum(v * v for v in rec["grad_norm"].values()))
-            if not close(totals[step], want):
-                bad.append(("grad_norm/total", step, "", totals[step], want))
+            for name in ref["params"]:
+                got, want = table.loc[step, name], rec[key][name]
+                if not close(got, want):
+                    bad.append((key, step, name, got, want))
+    totals = scalar_series(run, Keys.GRAD_NORM_TOTAL)
+    for step, rec in enumerate(ref["steps"]):
+        want = math.sqrt(sum(v * v for v in rec["grad_norm"].values()))
+        if not close(totals[step], want):
+            bad.append(("grad_norm/total", step, "", totals[step], want))
+    return bad
+
+
+def activation_differences(run, ref) -> list:
+    bad = []
     stat_keys = {"mean": Keys.ACT_MEAN, "std": Keys.ACT_STD, "min": Keys.ACT_MIN,
                  "max": Keys.ACT_MAX, "zero_frac": Keys.ACT_ZERO_FRAC,
                  "nonfinite": Keys.ACT_NONFINITE, "saturation_frac": Keys.ACT_SATURATION_FRAC}
@@ -82,6 +101,11 @@ def check_against_reference(run_dir, ref, case, *, norms=True):  # noqa: C901
                 got, want = table.loc[step, name], rec["act"][name][stat]
                 if not close(got, want, atol=ACT_ATOL):
                     bad.append((key, step, name, got, want))
+    return bad
+
+
+def loss_differences(run, ref) -> list:
+    bad = []
     loss = scalar_series(run, Keys.LOSS)
     rank_loss = layer_table(run, Keys.RANK_LOSS)
     for step, rec in enumerate(ref["steps"]):
@@ -90,11 +114,7 @@ def check_against_reference(run_dir, ref, case, *, norms=True):  # noqa: C901
         for r, want in enumerate(rec["rank_loss"]):
             if not close(rank_loss.loc[step, str(r)], want):
                 bad.append(("rank/loss", step, r, rank_loss.loc[step, str(r)], want))
-    assert not bad, f"{len(bad)} values differ from the single-process reference: {bad[:8]}"
-    for key in (Keys.ACT_DEAD_FRAC, Keys.ACT_UNIT_OBSERVATIONS):
-        table = layer_table(run, key)
-        assert table.isna().all().all(), "dead units cannot be combined across ranks: not recorded"
-    return run
+    return bad
 
 
 def single_process_run(case: Case, tmp_path):
@@ -295,23 +315,26 @@ def pd_rows(df):
 
 
 def test_the_rank_panel_names_a_straggler_in_a_real_run(tmp_path):
-    """Rank 1 sleeps 40 ms between steps: its between-steps time shows it, rank 0 waits in
-    the collective (sync time), and the dashboard's rank panel names rank 1 from the store."""
+    """Rank 1 sleeps 0.2 s between steps: its between-steps time shows it, rank 0 waits in
+    the collective (sync time), and the rank panel's straggler test names rank 1 from the store.
+
+    Only the between-steps time is asserted on: the sleep dwarfs any scheduling noise of a
+    loaded machine, while millisecond compute times of a tiny model do not (a busy core can
+    make either rank's compute look slow)."""
     from dashboard.panels import ranks as panel
 
-    case = Case("ddp", steps=6, sleep_rank1=0.04, schedules={"*": None})
+    sleep = 0.2
+    case = Case("ddp", steps=6, sleep_rank1=sleep, schedules={"*": None})
     run_dir, _ = launch(case, tmp_path)
     run = instrument.load(run_dir)
     step_time = layer_table(run, Keys.RANK_STEP_TIME).iloc[1:]  # step 0 has no previous step
     compute = layer_table(run, Keys.RANK_COMPUTE_TIME).iloc[1:]
     between = layer_table(run, Keys.RANK_BETWEEN_TIME).iloc[1:]
     stats = panel.rank_stats(step_time.to_numpy(), compute.to_numpy(), between.to_numpy())
-    assert stats["between"][1] > 0.04 > stats["between"][0]
+    assert stats["between"][1] > sleep > stats["between"][0] + sleep / 2
     sync = layer_table(run, Keys.RANK_SYNC_TIME).iloc[2:]
     assert sync["0"].median() > sync["1"].median()  # rank 0 waited for rank 1
-    fig = panel.rank_figure(step_time.index, list(step_time.columns), step_time.to_numpy(),
-                            compute.to_numpy(), between_time=between.to_numpy())
-    assert fig["meta"]["stragglers"] == [1]
+    assert panel.stragglers(stats["between"]) == [1]
 
 
 # ---- FSDP2, HSDP, FSDP1 ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import instrument
-from instrument.diagnosis.keys import DKeys
+from instrument.store.schema import DKeys
 from tests.helpers import scalar_frame
 
 ONLY = {"*": None, "criterion": 1}

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import instrument
-from instrument.diagnosis.keys import DKeys
+from instrument.store.schema import DKeys
 from tests.helpers import layer_frame
 
 

@@ -12,38 +12,44 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import instrument
-from instrument.diagnosis.keys import DKeys
+from instrument.store.schema import DKeys
 from tests.helpers import batches, layer_frame, mlp
 
 ONLY = {"*": None, "zero_grad": 1}  # every other instrument off
+
+
+def clear_before(variant, step, model, opt):
+    """How (or whether) the variant clears gradients at the top of the step."""
+    if variant in ("zero_grad", "clip", "probe") or (variant == "dropped_at_3" and step < 3):
+        opt.zero_grad()
+    elif variant == "zero_fill":
+        opt.zero_grad(set_to_none=False)
+    elif variant == "model_zero_grad":
+        model.zero_grad()
+    elif variant == "manual":
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
+
+
+def backward(variant, model, opt, x, y, crit):
+    if variant == "zero_after_forward":
+        out = model(x)
+        opt.zero_grad()
+        crit(out, y).backward()
+    elif variant in ("accumulate", "accumulate_never_zeroed"):
+        for xm, ym in zip(x.chunk(4), y.chunk(4)):
+            (crit(model(xm), ym) / 4).backward()
+    else:
+        crit(model(x), y).backward()
 
 
 def loop(variant, model, opt, data, mon=None):
     crit = nn.CrossEntropyLoss()
     params = list(model.parameters())
     for step, (x, y) in enumerate(data):
-        if variant in ("zero_grad", "clip", "probe") or (variant == "dropped_at_3" and step < 3):
-            opt.zero_grad()
-        elif variant == "zero_fill":
-            opt.zero_grad(set_to_none=False)
-        elif variant == "model_zero_grad":
-            model.zero_grad()
-        elif variant == "manual":
-            for p in params:
-                if p.grad is not None:
-                    p.grad.zero_()
-        if variant == "zero_after_forward":
-            out = model(x)
-            opt.zero_grad()
-            loss = crit(out, y)
-        elif variant in ("accumulate", "accumulate_never_zeroed"):
-            for xm, ym in zip(x.chunk(4), y.chunk(4)):
-                (crit(model(xm), ym) / 4).backward()
-            loss = None
-        else:
-            loss = crit(model(x), y)
-        if loss is not None:
-            loss.backward()
+        clear_before(variant, step, model, opt)
+        backward(variant, model, opt, x, y, crit)
         if variant in ("clip", "no_zero_grad_clip"):
             nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
