@@ -149,26 +149,15 @@ class RunInput:
         return downsample.bucket_size(self.series[key].level, self.base)
 
 
-DIAGNOSIS_PREFIXES = ("input/", "criterion/", "logits/", "forward_order", "grad_stale",
-                      "train_mode")
-"""Fallback only, until the store's key registry (``schema.is_diagnosis_fact``) is merged."""
-
-
 def is_diagnosis_fact(key: str) -> bool:
     """True for avionics' internal facts recorded for the diagnosis rules (``criterion/*``,
-    ``input/*``, ...): never shown among the user's metrics."""
-    registry = getattr(schema, "is_diagnosis_fact", None)
-    if registry is not None:
-        return bool(registry(key))
-    return key.startswith(DIAGNOSIS_PREFIXES)
+    ``input/*``, ...): never shown among the user's metrics (the store's key registry says)."""
+    return schema.is_diagnosis_fact(key)
 
 
 def is_user_scalar(key: str) -> bool:
-    """True for keys passed to ``monitor.log()`` by the user."""
-    registry = getattr(schema, "is_user_scalar", None)
-    if registry is not None:
-        return bool(registry(key))
-    return not schema.Keys.is_builtin_scalar(key) and not is_diagnosis_fact(key)
+    """True for keys passed to ``monitor.log()`` by the user (the store's key registry says)."""
+    return schema.is_user_scalar(key)
 
 
 def user_scalars(keys: list) -> list:
