@@ -178,6 +178,9 @@ CURSOR_COLOUR = "rgba(214, 39, 40, 0.85)"
 HIGHLIGHT_COLOUR = "#ff7f0e"
 """Outline of the highlighted layer (clicked event) in heatmaps and bars."""
 
+THRESHOLD_COLOUR = "#cf222e"
+"""Dashed threshold lines (the gradient tests' 1)."""
+
 ZERO_COLOUR = "#3d3d3d"
 """Cells that are exactly 0 on a log-coloured heatmap (not recorded: no cell, white)."""
 

@@ -208,3 +208,18 @@ def test_compared_runs_overlay(catalog):
     lines = traces(fig, key=CK.total(CK.NORM_TEST), stat="mean")
     assert {t["line"]["color"] for t in lines} == {a.colour, "#ff7f0e"}
     assert len(traces(fig, type="bar")) == 6  # three tests per run, side by side
+
+
+def test_gradient_tests_draw_their_threshold_line_in_every_plot():
+    import numpy as np
+
+    from dashboard.panels import cockpit_gradient_tests as gt
+    from dashboard.panels.base import View
+    from tests.dashboard.panel_inputs import run_input, series
+
+    steps = np.arange(5)
+    item = run_input("r", series_list=[series(k, steps, steps * 0.5) for k, _ in gt.TOTALS])
+    fig = gt.figure([item], View(["r"]))
+    lines = [s for s in fig["layout"]["shapes"] if s["name"] == "reference"]
+    assert len(lines) == len(gt.TOTALS) and {s["y0"] for s in lines} == {1.0}
+    assert {s["yref"] for s in lines} == {"y", "y2", "y3"}
