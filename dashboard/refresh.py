@@ -270,7 +270,8 @@ def move_step(patch: Patch, state: dict, catalog, view: View, heads: dict | None
         if found is None or found[0] == tag.get("step"):
             continue
         at, layers, values = found
-        layers = list(layers)[:settings.MAX_BAR_LAYERS]
+        layers, values = base.keep_layers(list(layers), values, tag.get("filter", ""))
+        layers = layers[:settings.MAX_BAR_LAYERS]
         patch["data"][index]["x"] = downsample.round_sig(values[:settings.MAX_BAR_LAYERS])
         patch["data"][index]["y"] = layers
         patch["data"][index]["name"] = f"step {at}"

@@ -25,6 +25,9 @@ OPTIONS = ()
 INSTRUMENTS = ("activations",)
 """The instruments that record its series: when they were on and the run went NaN/Inf, the
 panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 # key -> (label, log colours, colour scale, fixed range, midpoint)
 STATS = {

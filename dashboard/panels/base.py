@@ -8,9 +8,10 @@ checks every panel against it, so a misspelt hook fails a test instead of being 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -64,6 +65,8 @@ HOOKS = {
     # empty panel says so instead of asking to switch them on
     "FILTER": None,
     # placeholder text of the panel's search box (None: no box); its text is ``View.filter``
+    "LAYER_FILTER": False,
+    # True: the search box (FILTER) picks layers: layer series are read for matching layers only
     "load_extra": None,
     # load_extra(run, view) -> dict: extra reads (events, metadata), kept in RunInput.extra
     "extra": None,
@@ -133,6 +136,7 @@ class RunInput:
     base: int = schema.PYRAMID_BASE
     present: list = field(default_factory=list)  # keys the panel needs that the run has
     nonfinite_step: int | None = None  # first step with a NaN/Inf event, if any
+    layer_filter: str = ""  # the search box's pattern its layer series were read with
 
     def step(self, view: View) -> int | None:
         """The step this run shows for ``view`` (the selected one, else its last)."""
@@ -209,7 +213,8 @@ def load(panel, catalog, view: View) -> list:
             if run is None:
                 continue
             try:
-                _read(run, item, needs, view, per_line, columns)
+                item.layer_filter = view.filter if hook(panel, "LAYER_FILTER") else ""
+                _read(run, item, needs, view, per_line, columns, item.layer_filter)
                 if hook(panel, "load_extra") is not None:
                     item.extra = panel.load_extra(run, view)
             except READ_ERRORS as exc:
@@ -246,7 +251,38 @@ def first_nonfinite(run) -> int | None:
     return int(min(steps)) if len(steps) else None
 
 
-def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: int) -> None:
+def select(names: list, pattern: str) -> list:
+    """The ``names`` matching a search box's ``pattern``: a case-insensitive regular
+    expression; text that is not a valid one is matched as plain text."""
+    if not pattern:
+        return list(names)
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error:
+        rx = re.compile(re.escape(pattern), re.IGNORECASE)
+    return [n for n in names if rx.search(str(n))]
+
+
+def keep_layers(layers, values, pattern: str) -> tuple:
+    """``(layers, values)`` restricted to the layers matching ``pattern`` (the last axis of
+    ``values`` runs over layers)."""
+    if not pattern:
+        return list(layers), values
+    chosen = set(select(list(layers), pattern))
+    idx = [j for j, n in enumerate(layers) if n in chosen]
+    return [layers[j] for j in idx], np.asarray(values)[..., idx]
+
+
+def _filtered(ds, pattern: str):
+    """``ds`` with only the layers matching ``pattern`` (a layer panel's search box)."""
+    names, mean = keep_layers(list(ds.layers), ds.mean, pattern)
+    _, lo = keep_layers(list(ds.layers), ds.min, pattern)
+    _, hi = keep_layers(list(ds.layers), ds.max, pattern)
+    return replace(ds, layers=names, mean=mean, min=lo, max=hi)
+
+
+def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: int,
+          layer_filter: str = "") -> None:
     stop = item.last_step
     if stop is None:
         return
@@ -255,11 +291,14 @@ def _read(run, item: RunInput, needs: list, view: View, per_line: int, columns: 
             found = run.at_step(need.key, item.step(view))
             if found is not None:
                 step, layers, values = found
-                item.bars[need.key] = (step, list(layers), np.asarray(values))
+                layers, values = keep_layers(list(layers), np.asarray(values), layer_filter)
+                item.bars[need.key] = (step, layers, values)
             continue
         budget = columns if need.draw == HEATMAP else per_line
         ds = run.series(need.key, need.kind, start=item.first_step, stop=stop,
                         max_points=budget)
+        if ds is not None and layer_filter and need.kind == schema.LAYER:
+            ds = _filtered(ds, layer_filter)
         if ds is not None:
             item.series[need.key] = ds
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from dashboard import figures, settings
 from dashboard.figures import Grid
-from dashboard.panels.base import BARS, HEATMAP, Need, View, is_diagnosis_fact
-from dashboard.panels.scalars import select
+from dashboard.panels.base import BARS, HEATMAP, Need, View, is_diagnosis_fact, select
 from dashboard.panels.traces import heatmap_rows
 from instrument.store import schema
 

@@ -15,13 +15,11 @@ positive values span more than ``AUTO_LOG_DECADES`` decades gets a log y axis.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from dashboard import figures, findings, settings
 from dashboard.figures import Grid
-from dashboard.panels.base import LINE, Need, View, user_scalars
+from dashboard.panels.base import LINE, Need, View, select, user_scalars
 from dashboard.panels.traces import scalar_lines
 from instrument.store import schema
 
@@ -48,18 +46,6 @@ def needs(keys: dict, options) -> list:
 def load_extra(run, view: View) -> dict:
     """The run's events: findings become markers on the loss plot, NaN/Inf ones crosses."""
     return {"events": run.events()}
-
-
-def select(keys: list, pattern: str) -> list:
-    """The keys matching the search box's ``pattern`` (a case-insensitive regular expression;
-    text that is not a valid one is matched as plain text)."""
-    if not pattern:
-        return list(keys)
-    try:
-        rx = re.compile(pattern, re.IGNORECASE)
-    except re.error:
-        rx = re.compile(re.escape(pattern), re.IGNORECASE)
-    return [k for k in keys if rx.search(k)]
 
 
 def figure(runs: list, view: View) -> dict:

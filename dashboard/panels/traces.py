@@ -145,6 +145,8 @@ def layer_bars(cell: Cell, item: RunInput, key: str, view: View, colour: str,
     step, layers, values = found
     layers, values = layers[:settings.MAX_BAR_LAYERS], values[:settings.MAX_BAR_LAYERS]
     tag = {"run": item.id, "key": key, "step": int(step)}
+    if item.layer_filter:  # a step move redraws the same layers
+        tag["filter"] = item.layer_filter
     return bars(cell, layers, values, colour, at_step=tag, highlight=view.layer,
                 hover=f"%{{y}}: {label} %{{x:.4g}}<extra>step {step}</extra>")
 

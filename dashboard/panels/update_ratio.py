@@ -24,6 +24,9 @@ OPTIONS = ()
 INSTRUMENTS = ("update", "weight_norm")
 """The instruments that record its series: when they were on and the run went NaN/Inf, the
 panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 
 def needs(keys: dict, options) -> list:

@@ -126,3 +126,17 @@ def test_one_connection_and_one_catalogue_read_per_run_and_refresh(catalog, monk
     items = base.load(grad_norm, catalog, View(["a"]))
     assert items[0].error is None and Keys.GRAD_NORM in items[0].series
     assert len(connects) == 1 and len(catalogue_reads) == 1, (connects, catalogue_reads)
+
+
+def test_a_layer_panels_search_box_reads_only_the_matching_layers(catalog):
+    items = base.load(grad_norm, catalog, View(["a"], filter="^2\\."))
+    ds = items[0].series[Keys.GRAD_NORM]
+    assert list(ds.layers) == ["2.weight", "2.bias"]
+    full = base.load(grad_norm, catalog, View(["a"]))[0].series[Keys.GRAD_NORM]
+    cols = [list(full.layers).index(n) for n in ds.layers]
+    np.testing.assert_array_equal(ds.mean, full.mean[:, cols])
+    step, layers, values = items[0].bars[Keys.GRAD_NORM]
+    assert layers == ["2.weight", "2.bias"]
+    np.testing.assert_allclose(values, [stores.grad_norm(step, 2), stores.grad_norm(step, 3)],
+                               rtol=1e-6)
+    assert base.load(scalars, catalog, View(["a"], filter="^2\\."))[0].layer_filter == ""
