@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import navigation, refresh, runs_table
 from dashboard.layout import (
@@ -24,6 +25,7 @@ from dashboard.layout import (
     GRAPH,
     OPTIONS,
     STATE,
+    VISIBLE,
     graph_style,
     pid,
 )
@@ -147,8 +149,11 @@ def _panels(app, catalog) -> None:
                   Output(pid(BODY, MATCH), "className"),
                   Input("view", "data"), Input("heads", "data"),
                   Input(pid(OPTIONS, MATCH), "value"), Input(pid(FILTER, MATCH), "value"),
+                  Input(pid(VISIBLE, MATCH), "data"),
                   State(pid(STATE, MATCH), "data"), prevent_initial_call=True)
-    def update_panel(view_data, heads, options, search, state):
+    def update_panel(view_data, heads, options, search, visible, state):
+        if not visible:  # drawn once near the screen (assets/lazy.js): the first one first
+            raise PreventUpdate
         panel = BY_NAME[ctx.outputs_list[0]["id"]["panel"]]
         trigger = {_trigger_kind(p) for p in ctx.triggered_prop_ids}
         view = View.from_dict(view_data, options, search)
@@ -183,4 +188,6 @@ def _trigger_kind(prop_id: str) -> str:
         return "view"
     if prop_id.startswith("heads."):
         return "heads"
+    if '"panel-visible"' in prop_id:
+        return "view"  # first drawn: a render (there is no state yet)
     return "options"  # a toggle or the search box: a full render

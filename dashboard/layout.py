@@ -15,8 +15,9 @@ from dashboard.panels.base import hook
 
 GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "panel-options"
 """``type`` of the pattern-matching ids of a panel's graph, extra content, state, toggles."""
-BODY, FILTER = "panel-body", "panel-filter"
-"""``type`` of a panel's collapsible body (class ``no-data`` hides the card) and search box."""
+BODY, FILTER, VISIBLE = "panel-body", "panel-filter", "panel-visible"
+"""``type`` of a panel's collapsible body (class ``no-data`` hides the card), search box, and
+the flag ``assets/lazy.js`` sets once the panel is near the screen (panels draw on that)."""
 
 
 def pid(kind: str, panel: str) -> dict:
@@ -100,6 +101,7 @@ def panel_card(panel) -> html.Section:
                   style=graph_style(panel, loading)),
         html.Div(id=pid(EXTRA, panel.NAME), className="panel-extra"),
         dcc.Store(id=pid(STATE, panel.NAME)),
+        dcc.Store(id=pid(VISIBLE, panel.NAME), data=False),
     ], open=True, id=pid(BODY, panel.NAME), className="panel-body"),
         className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
 

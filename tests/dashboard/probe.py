@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from dashboard.layout import BODY, EXTRA, FILTER, GRAPH, OPTIONS, STATE, pid
+from dashboard.layout import BODY, EXTRA, FILTER, GRAPH, OPTIONS, STATE, VISIBLE, pid
 
 BUDGET_SECONDS = 0.3
 """Most server time one refresh may take (median over repeated calls)."""
@@ -53,7 +53,8 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
         "inputs": [{"id": "view", "property": "data", "value": view},
                    {"id": "heads", "property": "data", "value": heads},
                    {"id": pid(OPTIONS, name), "property": "value", "value": list(options)},
-                   {"id": pid(FILTER, name), "property": "value", "value": search}],
+                   {"id": pid(FILTER, name), "property": "value", "value": search},
+                   {"id": pid(VISIBLE, name), "property": "data", "value": True}],
         "state": [{"id": pid(STATE, name), "property": "data", "value": state}],
         "changedPropIds": list(changed),
     }
