@@ -15,7 +15,11 @@ origin, weight norms, hyper-parameters, the diagnosis facts), so both sides trac
 quantities;
 ``cockpit-X`` = ``Cockpit(configuration(X))`` on a BackPACK-extended model, the loop Cockpit's
 documentation prescribes; ``@10`` = tracking every 10th step (else every step); and
-``avionics-core`` (the default core instruments, no Cockpit) for context.
+``avionics-core`` (the default core instruments, no Cockpit) for context. ``avionics-hess_max_ev``
+is HessMaxEV alone with its default (Lanczos until the error bound is met, at most
+``LANCZOS_ITERATIONS`` products) and ``avionics-hess_max_ev_cap4`` the same with at most 4
+products (about the cost of the former fixed default); the worker reports the products used per
+tracked step. ``--configs`` runs a subset (plain is always included).
 
 Cockpit runs in its own virtual environment, created here on first use (``--cockpit-venv``) with
 ``pip install "torch==<this torch>" cockpit-for-pytorch "setuptools<81"`` (Cockpit imports
@@ -53,6 +57,7 @@ OUT = os.path.join(HERE, "out")
 
 BATCH, CLASSES, N_BATCHES, LR, SEED = 128, 10, 8, 0.01, 0
 PRESET_NAMES = ("economy", "business", "full")
+SINGLE = {"hess_max_ev": None, "hess_max_ev_cap4": 4}  # HessMaxEV alone: lanczos_iterations
 TARGETS = {"avionics-economy": 3.0, "avionics-full": 20.0, "avionics-economy@10": 1.2}
 
 
@@ -109,7 +114,14 @@ class Avionics(Plain):
         name, every = split(config)
         name = name.replace("avionics-", "")
         preset, schedules = None, None  # "core": watch()'s defaults
-        if name != "core":
+        if name in SINGLE:
+            from instrument.cockpit import Preset
+
+            options = {} if SINGLE[name] is None else {"lanczos_iterations": SINGLE[name]}
+            preset = Preset(extra=("hess_max_ev",), **options)
+            schedules = {n: None for n in SCHEDULABLE if n != "hess_max_ev"}
+            schedules["hess_max_ev"] = every
+        elif name != "core":
             # like for like: Cockpit's quantities only, every other instrument off
             preset = name
             schedules = {n: None for n in SCHEDULABLE if n not in PRESETS[name]}
@@ -129,6 +141,16 @@ class Avionics(Plain):
 
     def close(self):
         self.monitor.close()
+
+    def products(self):
+        """HessMaxEV's Hessian-vector products per tracked step (None without HessMaxEV)."""
+        import instrument
+        from instrument.store.schema import CockpitKeys
+
+        run = instrument.load(self.monitor.run_dir)
+        if CockpitKeys.HESS_MAX_EV_ITERATIONS not in run.keys():
+            return None
+        return run.scalars([CockpitKeys.HESS_MAX_EV_ITERATIONS])["value"].tolist()
 
 
 class CockpitRun:
@@ -212,9 +234,12 @@ def worker(side: str) -> None:
             gc.collect()  # untimed, after the block, as in the research benchmark
             reply = {"times": times, "cpu": cpu}
         else:
-            for r in runs.values():
+            products = {}
+            for config, r in runs.items():
                 r.close()
-            reply = {"bye": True}
+                if hasattr(r, "products"):
+                    products[config] = r.products()
+            reply = {"bye": True, "products": products}
         out.write(json.dumps(reply) + "\n")
         out.flush()
         if cmd["cmd"] == "quit":
@@ -238,7 +263,7 @@ class Worker:
 
     def close(self):
         try:
-            self.ask(cmd="quit")
+            return self.ask(cmd="quit")
         finally:
             self.proc.wait(timeout=120)
 
@@ -309,6 +334,7 @@ def main(argv=None) -> int:
     p.add_argument("--block10", type=int, default=10, help="steps per block (@10 configs)")
     p.add_argument("--no-cockpit", action="store_true", help="skip cockpit-for-pytorch")
     p.add_argument("--quick", action="store_true", help="economy and full only")
+    p.add_argument("--configs", nargs="*", help="run only these configurations (and plain)")
     p.add_argument("--cockpit-venv", default=os.path.join(OUT, "cockpit-venv"))
     p.add_argument("--out", default=os.path.join(OUT, "cockpit_compare.json"))
     p.add_argument("--seed", type=int, default=0, help="seed of the block order")
@@ -317,10 +343,17 @@ def main(argv=None) -> int:
         worker(args.worker)
         return 0
     names = ("economy", "full") if args.quick else PRESET_NAMES
-    ours = ["plain", "avionics-core"] + [f"avionics-{n}" for n in names] + \
-        [f"avionics-{n}@10" for n in names]
+    ours = ["plain", "avionics-core"] + [f"avionics-{n}" for n in names + tuple(SINGLE)] + \
+        [f"avionics-{n}@10" for n in names + tuple(SINGLE)]
     theirs = [] if args.no_cockpit else (["plain(cockpit venv)"] + [f"cockpit-{n}" for n in names]
                                          + [f"cockpit-{n}@10" for n in names])
+    if args.configs:
+        unknown = set(args.configs) - set(ours) - set(theirs)
+        if unknown:
+            p.error(f"unknown configurations {sorted(unknown)}; choose from {ours + theirs}")
+        ours = [c for c in ours if c == "plain" or c in args.configs]
+        theirs = [c for c in theirs if c.startswith("plain") or c in args.configs]
+        theirs = theirs if len(theirs) > 1 else []
     os.makedirs(OUT, exist_ok=True)
     run_root = tempfile.mkdtemp(prefix="cockpit_compare_", dir=OUT)
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -350,20 +383,26 @@ def main(argv=None) -> int:
             print(f"round {rnd + 1}/{args.rounds} done ({time.time() - t_start:.0f} s)",
                   flush=True)
     finally:
+        products = {}
         for w in workers.values():
-            w.close()
+            products.update(w.close().get("products", {}))
         shutil.rmtree(run_root, ignore_errors=True)
     skip = 1 if args.rounds > 1 else 0
     rows = summarize(times, skip, plain_of)
     cpu_rows = summarize(cpu, skip, plain_of)
     with open(args.out, "w") as f:
         json.dump({"info": info, "args": vars(args), "summary": rows, "summary_cpu": cpu_rows,
-                   "raw": times, "raw_cpu": cpu, "load_avg": os.getloadavg()}, f, indent=1)
+                   "raw": times, "raw_cpu": cpu, "load_avg": os.getloadavg(),
+                   "hess_max_ev_products": products}, f, indent=1)
     print(f"\ntorch {info}; load average at the end {os.getloadavg()}\n")
     print("Wall-clock time per step:\n")
     print(table(rows))
     print("\nProcess CPU time per step (all threads; less sensitive to other load):\n")
     print(table(cpu_rows))
+    for config, n in products.items():
+        if n:
+            print(f"{config}: HessMaxEV products per tracked step: mean "
+                  f"{statistics.fmean(n):.1f}, range {min(n):.0f}-{max(n):.0f} ({len(n)} steps)")
     print(f"\nraw per-step times: {args.out}")
     return 0
 

@@ -16,7 +16,9 @@ runs after DDP's and FSDP's own end-of-backward callbacks), which gradient tenso
 * nothing changed them since (no clipping): the step uses exactly what backward left. The norm is
   taken once, and ``grad_norm/total_before_clip`` is not recorded (it would equal
   ``grad_norm/total``);
-* something edited them in place (clipping, unscaling): their norms as backward left them were
+* something edited them in place (clipping, or a ``GradScaler`` unscaling them: its in-place
+  unscale bumps no version counter, so a scaler calling the step is looked for among the
+  callers, as ``scaler.step(optimizer)`` does): their norms as backward left them were
   taken at the end of that backward, and ``grad_norm/total_before_clip`` is recorded when its
   value differs from ``grad_norm/total``. A gradient scaler's scale is divided out, so the value
   is the unscaled norm, as ``clip_grad_norm_`` sees it after ``scaler.unscale_``.
@@ -40,8 +42,8 @@ from instrument.store.records import LayerValues
 from instrument.store.schema import Keys
 from instrument.tensorops import IndexCache, local, norms, write_at
 
-SCALER_FRAMES = 8
-"""How many callers above the optimizer's step hooks are searched for a ``GradScaler.step``."""
+SCALER_FRAMES = 10
+"""How many callers above the instrument's ``pre_step`` are searched for a ``GradScaler.step``."""
 
 
 class GradNorm(Instrument):
@@ -107,7 +109,9 @@ class GradNorm(Instrument):
         idx, grads = self._grads()
         self._present = idx
         left, self._left = self._left, None
-        if left is not None and left[0] == idx and all(
+        # a GradScaler unscales the gradients in place without bumping their version counters
+        scaler = _calling_scaler()
+        if scaler is None and left is not None and left[0] == idx and all(
                 g is g0 and g._version == v for g, g0, v in zip(grads, left[1], left[2])):
             # the step uses exactly the gradient backward left
             self._track = False
@@ -117,23 +121,10 @@ class GradNorm(Instrument):
         else:
             self._edited = left is not None
             self._track = self._track or self._edited
-            if self._edited and self._before_taken:
-                self._unscale_before()
+            if self._edited and self._before_taken and scaler is not None:
+                # the norms at the end of backward are of the scaled gradient
+                self.before.view.div_(scaler._scale.to(self.before.view))
         write_at(self.l2.view, self.cache, idx, norms([local(g) for g in grads]))
-
-    def _unscale_before(self):
-        """Divide a gradient scaler's scale out of the norms taken at the end of backward."""
-        frame = sys._getframe(2)
-        for _ in range(SCALER_FRAMES):
-            if frame is None:
-                return
-            scaler = frame.f_locals.get("self")
-            if isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled():
-                scale = scaler._scale
-                if scale is not None:
-                    self.before.view.div_(scale.to(self.before.view))
-                return
-            frame = frame.f_back
 
     def end_step(self):
         self._armed = False
@@ -159,3 +150,17 @@ class GradNorm(Instrument):
                 value = float(np.sqrt(np.sum(before[ok] ** 2)))
                 if not math.isclose(value, total, rel_tol=1e-6, abs_tol=0.0):
                     step.data.scalars[Keys.GRAD_NORM_TOTAL_BEFORE_CLIP] = value
+
+
+def _calling_scaler():
+    """The enabled ``torch.amp.GradScaler`` whose ``step()`` called ``optimizer.step()`` (it
+    unscaled the gradients first), found among the callers of the optimizer's step hooks."""
+    frame = sys._getframe(2)
+    for _ in range(SCALER_FRAMES):
+        if frame is None:
+            return None
+        scaler = frame.f_locals.get("self")
+        if isinstance(scaler, torch.amp.GradScaler):
+            return scaler if scaler.is_enabled() and scaler._scale is not None else None
+        frame = frame.f_back
+    return None

@@ -359,6 +359,8 @@ class CockpitKeys:
                                    doc="||Hv - lv|| / |l|")
     HESS_MAX_EV_ITERATIONS = declare("cockpit/hess_max_ev/iterations", BUILTIN,
                                      doc="Hessian-vector products used")
+    HESS_MAX_EV_BOUND = declare("cockpit/hess_max_ev/bound", BUILTIN,
+                                doc="how far the top eigenvalue may lie above it, / |l|")
     GRAD_HIST_1D = declare("cockpit/grad_hist_1d", PER_LAYER, layered=True, namespace=True,
                            itself=True, doc="all parameters; layers = 1-D bins; per parameter below it")
     GRAD_HIST_2D = declare("cockpit/grad_hist_2d", PER_LAYER, layered=True,

@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from instrument.cockpit import Preset
+from instrument.cockpit import constants as C
 from instrument.store import schema
 from instrument.store.schema import CockpitKeys as CK
 from tests.instrument.cockpit.cockpit_reference import (
@@ -71,7 +72,12 @@ def test_hess_max_ev_and_its_convergence_report(relu_run):
         lam = np.linalg.eigvalsh(H)
         theta = scalar_at(run, CK.HESS_MAX_EV, step)
         rel_res = scalar_at(run, CK.HESS_MAX_EV_RESIDUAL, step)
-        assert scalar_at(run, CK.HESS_MAX_EV_ITERATIONS, step) == (24 if step == 0 else 12)
+        # Lanczos stops once its error bound is within the tolerance, or at the cap (12, 24
+        # on the cold first step)
+        n = scalar_at(run, CK.HESS_MAX_EV_ITERATIONS, step)
+        bound = scalar_at(run, CK.HESS_MAX_EV_BOUND, step)
+        assert n == (24 if step == 0 else 12) or (
+            3 <= n < (24 if step == 0 else 12) and bound <= C.HESS_MAX_EV_TOLERANCE)
         # a Ritz value never exceeds the top eigenvalue, and some eigenvalue lies within the
         # residual of it (Bauer-Fike for symmetric matrices)
         assert theta <= lam[-1] * (1 + 1e-5)
