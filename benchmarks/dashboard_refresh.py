@@ -19,8 +19,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dashboard.probe import BUDGET_BYTES, BUDGET_SECONDS, measure  # noqa: E402
-from dashboard.synthetic import cached  # noqa: E402
+from tests.dashboard.probe import BUDGET_BYTES, BUDGET_SECONDS, measure  # noqa: E402
+from tests.dashboard.synthetic import cached  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ import os
 
 from dash import Dash
 
-from dashboard import callbacks, layout, settings
+from dashboard import callbacks, layout, runs_table, settings
 from dashboard.runs import RunCatalog
 
 
@@ -36,7 +36,8 @@ def create_app(logdir: str, *, poll_interval_ms: int = settings.POLL_INTERVAL_MS
     app = Dash(__name__, title=title, update_title=None,
                assets_folder=os.path.join(os.path.dirname(__file__), "assets"))
     # a function: evaluated on every page load, so a reload lists the runs that exist now
-    app.layout = functools.partial(layout.page, catalog, poll_interval_ms)
-    callbacks.register(app, catalog)
+    rows = runs_table.RunRows(catalog)
+    app.layout = functools.partial(layout.page, catalog, poll_interval_ms, rows)
+    callbacks.register(app, catalog, rows)
     app.catalog = catalog
     return app

@@ -103,9 +103,18 @@ def placeholder(message: str, height: int = settings.ROW_HEIGHT_PX) -> dict:
         "meta": {"placeholder": message}}}
 
 
+def fit(text: str, width: float) -> str:
+    """``text`` cut to what a title over a cell ``width`` (fraction of the figure) holds, so
+    titles of side-by-side plots never run into each other (the full text is in the hover)."""
+    limit = max(8, int(width * settings.FIGURE_WIDTH_PX / settings.TITLE_CHAR_PX))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def title(grid: Grid, cell: Cell, text: str) -> dict:
-    """A small title annotation above ``cell``."""
-    return {"text": text, "showarrow": False, "xref": "paper", "yref": "paper",
+    """A small title annotation above ``cell``, cut to the cell's width."""
+    short = fit(text, cell.x[1] - cell.x[0])
+    extra = {} if short == text else {"hovertext": text}
+    return {**extra, "text": short, "showarrow": False, "xref": "paper", "yref": "paper",
             "x": cell.x[0], "y": cell.y[1], "xanchor": "left", "yanchor": "bottom",
             "font": {"size": 12, "color": "#444"}}
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from dashboard import figures, settings
+from dashboard import figures, runs_table, settings
 from dashboard.panels import PANELS
+from dashboard.panels.base import hook
 
 GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "panel-options"
 """``type`` of the pattern-matching ids of a panel's graph, extra content, state, toggles."""
+BODY, FILTER, VISIBLE = "panel-body", "panel-filter", "panel-visible"
+"""``type`` of a panel's collapsible body (class ``no-data`` hides the card), search box, and
+the flag ``assets/lazy.js`` sets once the panel is near the screen (panels draw on that)."""
 
 
 def pid(kind: str, panel: str) -> dict:
@@ -21,8 +25,8 @@ def pid(kind: str, panel: str) -> dict:
     return {"type": kind, "panel": panel}
 
 
-def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div:
-    """The whole page for ``catalog``'s log directory."""
+def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS, rows=None) -> html.Div:
+    """The whole page for ``catalog``'s log directory (``rows``: the runs table's rows)."""
     return html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="view"),
@@ -31,30 +35,28 @@ def page(catalog, poll_interval_ms: int = settings.POLL_INTERVAL_MS) -> html.Div
         dcc.Store(id="play-min-ms", data=settings.PLAY_INTERVAL_MS),
         dcc.Interval(id="tick", interval=poll_interval_ms, n_intervals=0),
         dcc.Interval(id="play-tick", interval=settings.PLAY_INTERVAL_MS, disabled=True),
-        top_bar(catalog),
+        dcc.Store(id="scrolled"),
+        dcc.Store(id="newest"),
+        dcc.Store(id="names", data=catalog.names()),
+        top_bar(catalog, rows.rows() if rows is not None else []),
         replay_bar(),
+        panel_index(),
         html.Main([panel_card(p) for p in PANELS], className="panels"),
     ], className="page")
 
 
-def top_bar(catalog) -> html.Header:
-    """Title, log directory, run picker (several runs are compared), live pause."""
-    names = catalog.names()
+def top_bar(catalog, rows: list) -> html.Header:
+    """Title, log directory, the runs table (folded; tick runs to compare them), live pause."""
     return html.Header([
         html.Div([html.Span("avionics", className="brand"),
                   html.Span(catalog.logdir, className="logdir", title="log directory")],
                  className="brand-box"),
-        dcc.Dropdown(id="run-select", options=run_options(names, catalog), value=[],
-                     multi=True, placeholder="Select runs (two or more to compare)",
-                     className="run-select"),
+        html.Details([html.Summary("Runs: pick, sort, filter, compare ▸", className="button",
+                                   id="runs-summary"),
+                      runs_table.table(rows)], className="runs-box", id="runs-box"),
         html.Button("Pause live", id="pause", n_clicks=0, className="button",
                     title="stop polling for new steps (the page keeps what it has)"),
     ], className="top-bar")
-
-
-def run_options(names: list, catalog) -> list:
-    """Dropdown options for run names."""
-    return [{"label": catalog.display_name(n), "value": n} for n in names]
 
 
 def replay_bar() -> html.Div:
@@ -73,21 +75,35 @@ def replay_bar() -> html.Div:
     ], className="replay-bar")
 
 
+def panel_index() -> html.Nav:
+    """Links to every panel (a panel the runs did not record is hidden, its link too)."""
+    return html.Nav([html.A(p.TITLE, href=f"#panel-{p.NAME}", className=f"index-{p.NAME}")
+                     for p in PANELS], className="panel-index", id="panel-index")
+
+
 def panel_card(panel) -> html.Section:
-    """A panel's card: title, toggles, graph, extra content (tables, notes) and its state."""
+    """A panel's card: a collapsible body with its title, toggles, search box (panels that
+    declare ``FILTER``), graph, extra content (tables, notes) and its state."""
     toggles = [{"label": label, "value": value} for value, label in panel.OPTIONS]
     loading = figures.placeholder("loading…")
-    return html.Section([
-        html.Div([html.H2(panel.TITLE),
-                  dcc.Checklist(id=pid(OPTIONS, panel.NAME), options=toggles, value=[],
-                                inline=True, className="panel-options")],
+    search = hook(panel, "FILTER")
+    return html.Section(html.Details([
+        html.Summary(html.H2(panel.TITLE), className="panel-summary",
+                     title="click to fold or unfold this panel"),
+        html.Div([dcc.Checklist(id=pid(OPTIONS, panel.NAME), options=toggles, value=[],
+                                inline=True, className="panel-options"),
+                  dcc.Input(id=pid(FILTER, panel.NAME), type="text", value="", debounce=True,
+                            placeholder=search or "", className="panel-filter",
+                            style=None if search else {"display": "none"})],
                  className="panel-head"),
         dcc.Graph(id=pid(GRAPH, panel.NAME), figure=loading, responsive=True,
                   config={"displaylogo": False, "displayModeBar": "hover"},
                   style=graph_style(panel, loading)),
         html.Div(id=pid(EXTRA, panel.NAME), className="panel-extra"),
         dcc.Store(id=pid(STATE, panel.NAME)),
-    ], className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
+        dcc.Store(id=pid(VISIBLE, panel.NAME), data=False),
+    ], open=True, id=pid(BODY, panel.NAME), className="panel-body"),
+        className=f"panel panel-{panel.NAME}", id=f"panel-{panel.NAME}")
 
 
 def graph_style(panel, figure) -> dict | None:
@@ -99,7 +115,7 @@ def graph_style(panel, figure) -> dict | None:
     below it. ``None`` (no change) when ``figure`` is not a whole figure (a ``Patch``, or no
     update), since a patch never changes a figure's height.
     """
-    if not getattr(panel, "GRAPH", True):
+    if not hook(panel, "GRAPH"):
         return {"display": "none"}
     height = figure.get("layout", {}).get("height") if isinstance(figure, dict) else None
     return {"height": f"{height}px"} if height else None

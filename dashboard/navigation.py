@@ -28,6 +28,37 @@ def parse_query(search: str | None) -> dict:
     return {"runs": _unique(runs), "step": step, "layer": layer}
 
 
+KEEP = "keep"
+"""The step of a click that selects a layer only (a heatmap row): the step stays."""
+
+
+def next_view(old: dict | None, trigger, search: str | None, selected, newest: str | None,
+              row: tuple | None, latest) -> dict:
+    """The view after ``trigger`` fired (see :func:`dashboard.callbacks.navigate`).
+
+    A page whose URL names no run *follows*: it shows the newest run (``latest()``) and
+    switches to each run that appears while it is open (``newest``, from the poll), live,
+    without a reload or a click. Picking runs stops following; clearing the pick resumes it.
+    """
+    view = dict(old or {})
+    if trigger is None or trigger == "url" or not old:
+        view = parse_query(search)
+        view["follow"] = not view["runs"]
+        first = latest() if view["follow"] else None
+        if first:
+            view["runs"] = [first]
+    elif trigger == "run-select":
+        view["runs"] = list(selected or [])
+        view["follow"] = not view["runs"]
+    elif trigger == "newest":
+        if view.get("follow") and newest and view.get("runs") != [newest]:
+            view.update(runs=[newest], step=None, layer=None)
+    elif row:
+        _run, _id, step, layer = row
+        view.update(layer=layer, **({} if step is KEEP else {"step": step}))
+    return view
+
+
 def build_query(view: dict) -> str:
     """The URL query string of ``view`` (``""`` for an empty view)."""
     pairs = [("run", r) for r in view.get("runs") or []]

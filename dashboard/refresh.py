@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,18 +41,19 @@ class Refresh:
     figure: object
     extra: object
     state: dict | None
+    empty: bool | None = None  # None: unchanged; True: none of the runs recorded its series
 
 
 def signature(view: View) -> str:
     """What forces a full render when it changes."""
-    return json.dumps([view.runs, view.layer, sorted(view.options)])
+    return json.dumps([view.runs, view.layer, sorted(view.options), view.filter])
 
 
 def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
     """Read and draw ``panel`` from scratch."""
     items = base.load(panel, catalog, view) if view.runs else []
     good = [item for item in items if item.error is None]
-    graph = getattr(panel, "GRAPH", True)
+    graph = base.hook(panel, "GRAPH")
     if not graph:
         fig = no_update
     elif not view.runs:
@@ -60,12 +62,36 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
         fig = figures.placeholder("The selected run cannot be read; see the message below "
                                   "and in the run header.")
     else:
-        fig = panel.figure(good, view)
-    if hasattr(panel, "extra"):
+        fig = truthful(panel, panel.figure(good, view), good)
+    if base.hook(panel, "extra") is not None:
         extra = panel.extra(items, view)
     else:
         extra = _errors(items)
-    return Refresh(fig, extra, _state(fig if graph else None, view, items, heads))
+    empty = (bool(good) and not base.hook(panel, "ALWAYS_SHOWN")
+             and not any(item.present for item in good)
+             and not any(base.nan_explains(panel, item) for item in good))
+    return Refresh(fig, extra, _state(fig if graph else None, view, items, heads), empty)
+
+
+def truthful(panel, fig, items: list):
+    """``fig``, or, when the panel drew nothing although its series exist, a placeholder that
+    says so: the instruments were on, the values are NaN/Inf (not "switch it on")."""
+    message = (fig.get("layout", {}).get("meta") or {}).get("placeholder") \
+        if isinstance(fig, dict) else None
+    present = sorted({k for item in items for k in item.present})
+    bad = [item.nonfinite_step for item in items if item.nonfinite_step is not None
+           and (item.present or base.nan_explains(panel, item))]
+    if message is None or not (present or bad):
+        return fig
+    if bad:
+        return figures.placeholder(
+            f"Nothing finite to draw: the run's values went NaN/Inf at step {min(bad):,} (see "
+            "the health strip), so these statistics are NaN/Inf or could not be formed. The "
+            "instruments were on.")
+    return figures.placeholder(
+        f"{', '.join(present[:4])}{' ...' if len(present) > 4 else ''} "
+        f"{'was' if len(present) == 1 else 'were'} recorded, but hold no finite value to "
+        "draw: the values are NaN/Inf (see the health strip), or no step has been logged yet.")
 
 
 def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,
@@ -87,23 +113,38 @@ def refresh(panel, catalog, trigger: set, view: View, heads: dict | None,
     if "heads" in trigger and _needs_render(panel, state, heads, now):
         return render(panel, catalog, view, heads)
     step_moved = "view" in trigger and state.get("step") != view.step
-    if not getattr(panel, "GRAPH", True):
+    if not base.hook(panel, "GRAPH"):
         return render(panel, catalog, view, heads) if step_moved else Refresh(
             no_update, no_update, no_update)
     patch, new_state = Patch(), json.loads(json.dumps(state))
     changed = False
-    if "heads" in trigger and heads:
-        appended = append(patch, new_state, catalog, heads)
-        if appended is None:
-            return render(panel, catalog, view, heads)
-        changed |= appended
-    follow = view.step is None and "heads" in trigger
-    if step_moved or follow:
-        changed |= move_step(patch, new_state, catalog, view, heads)
+    with ExitStack() as stack:
+        sessions = Sessions(catalog, stack)
+        if "heads" in trigger and heads:
+            appended = append(patch, new_state, sessions, heads)
+            if appended is None:
+                return render(panel, catalog, view, heads)
+            changed |= appended
+        follow = view.step is None and "heads" in trigger
+        if step_moved or follow:
+            changed |= move_step(patch, new_state, sessions, view, heads)
     if not changed:
         return Refresh(no_update, no_update, no_update)
     new_state["heads"] = _heads_of(heads, state)
     return Refresh(patch, no_update, new_state)
+
+
+class Sessions:
+    """``try_open`` of a catalogue whose runs stay in one reading session (one connection, one
+    catalogue read) until ``stack`` closes: the appends and step moves of one refresh."""
+
+    def __init__(self, catalog, stack: ExitStack):
+        self.catalog, self.stack, self.opened = catalog, stack, {}
+
+    def try_open(self, name: str) -> tuple:
+        if name not in self.opened:
+            self.opened[name] = self.stack.enter_context(self.catalog.reading(name))
+        return self.opened[name]
 
 
 def _needs_render(panel, state: dict, heads: dict | None, now: float) -> bool:
@@ -114,7 +155,7 @@ def _needs_render(panel, state: dict, heads: dict | None, now: float) -> bool:
         before = old.get(run)
         if before is None or before.get("series") != head.get("series"):
             return True
-        if any(before.get(f) != head.get(f) for f in getattr(panel, "RERENDER_ON", ())):
+        if any(before.get(f) != head.get(f) for f in base.hook(panel, "RERENDER_ON")):
             return True
         advanced = head.get("last") != before.get("last")
         if advanced and state.get("static") and now - state.get("at", 0) >= \
@@ -229,7 +270,8 @@ def move_step(patch: Patch, state: dict, catalog, view: View, heads: dict | None
         if found is None or found[0] == tag.get("step"):
             continue
         at, layers, values = found
-        layers = list(layers)[:settings.MAX_BAR_LAYERS]
+        layers, values = base.keep_layers(list(layers), values, tag.get("filter", ""))
+        layers = layers[:settings.MAX_BAR_LAYERS]
         patch["data"][index]["x"] = downsample.round_sig(values[:settings.MAX_BAR_LAYERS])
         patch["data"][index]["y"] = layers
         patch["data"][index]["name"] = f"step {at}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 from dashboard import settings
 from instrument.store.errors import StoreError
@@ -100,10 +101,10 @@ class RunCatalog:
         """A short label for run ``name`` (the log directory's own name for ``"."``)."""
         return os.path.basename(self.logdir) if name == "." else name
 
-    def latest(self) -> str | None:
-        """The run whose store changed last (shown when the URL names none), or None."""
+    def latest(self, names=None) -> str | None:
+        """The run (of ``names``, default all) whose store changed last, or None."""
         best, best_time = None, -float("inf")
-        for name in self.names():
+        for name in self.names() if names is None else names:
             try:
                 store = os.path.join(self.path(name), STORE_FILE)
             except StoreError:
@@ -121,18 +122,38 @@ class RunCatalog:
 
         Only events newer than ``previous["events"]`` are read, so a poll stays cheap.
         """
-        run, error = self.try_open(name)
-        if run is None:
-            return {"error": error}
+        with self.reading(name) as (run, error):
+            if run is None:
+                return {"error": error}
+            try:
+                first, last = run.step_range()
+                known = (previous or {}).get("events") or 0
+                newer = run.events(after_id=known)
+                return {"first": first, "last": last, "series": len(run.keys()),
+                        "events": int(newer["id"].max()) if len(newer) else known,
+                        "status": run.meta.get("status")}
+            except StoreError as exc:
+                return {"error": str(exc)}
+
+    @contextmanager
+    def reading(self, name: str):
+        """``(run, None)`` or ``(None, message)`` like :meth:`try_open`, with the run's reads
+        inside the block sharing one connection and one catalogue read (one refresh)."""
         try:
-            first, last = run.step_range()
-            known = (previous or {}).get("events") or 0
-            newer = run.events(after_id=known)
-            return {"first": first, "last": last, "series": len(run.keys()),
-                    "events": int(newer["id"].max()) if len(newer) else known,
-                    "status": run.meta.get("status")}
+            path = self.path(name)
         except StoreError as exc:
-            return {"error": str(exc)}
+            yield None, str(exc)
+            return
+        run = Run(path)
+        run.name = self.display_name(name)
+        try:
+            with run.session():
+                run.check(integrity=False)
+                yield run, None
+        except StoreError as exc:
+            yield None, str(exc)
+        except OSError as exc:  # a directory removed or unreadable while we looked
+            yield None, f"cannot read run {name!r}: {exc}"
 
     def try_open(self, name: str) -> tuple:
         """``(run, None)`` or ``(None, message)``; never raises for a bad run."""

@@ -48,6 +48,9 @@ heatmaps re-renders them at most this often, and appends to its lines in between
 LIVE_APPEND_ROWS = 20_000
 """Most raw rows one poll reads per series; a run further ahead than this is re-rendered."""
 
+RUNS_PAGE_SIZE = 12
+"""Rows per page of the runs table (sorting and filtering cover every run, not one page)."""
+
 RUN_LIST_TTL_S = 2.0
 """The list of runs under the log directory is re-scanned at most this often."""
 
@@ -86,9 +89,21 @@ UPDATE_RATIO_BAND = (10 ** -3.5, 10 ** -2.5)
 DEAD_FRACTION_RANGE = (0.0, 1.0)
 """Colour range of the dead-unit and saturation fraction heatmaps (fractions)."""
 
-MAX_SCALAR_SUBPLOTS = 8
-"""The loss panel draws the loss and up to this many user scalars minus one as small multiples;
-further keys are named in the panel's note."""
+MAX_SCALAR_PLOTS = 60
+"""The loss panel draws at most this many of the keys its search box matches (every user key
+when none is typed); above it, it says how many more match and asks to narrow the filter."""
+
+MAX_GENERIC_KEYS = 3
+"""The "other per-layer series" panel draws this many series (the search box picks others)."""
+
+SCALARS_TWO_COLUMNS = 8
+"""Up to this many scalars under the loss sit two to a row; more sit three to a row."""
+
+AUTO_LOG_DECADES = 3.0
+"""A scalar whose positive values span more than this many decades gets a log y axis."""
+
+ROBUST_QUANTILES = (0.01, 0.99)
+"""The *robust y range* toggle fits the y axis to these quantiles (outliers drawn off-scale)."""
 
 MAX_LEGEND_LAYERS = 12
 """Per-layer line plots show a legend only up to this many layers (hover names them all)."""
@@ -120,6 +135,13 @@ COLUMN_GAP = 0.06
 
 MARGIN_PX = {"l": 64, "r": 24, "t": 28, "b": 36}
 """Figure margins (plotly grows them further for tick labels, legends and colour bars)."""
+
+FIGURE_WIDTH_PX = 1400
+"""The width figures are laid out for (the page's panel width at 1600 px): titles of side-by-
+side plots are cut to what their share of it holds."""
+
+TITLE_CHAR_PX = 7.0
+"""Average width of a character of a plot title (12 px system font)."""
 
 FONT_SIZE = 12
 """Base font size of figures, in px."""
@@ -156,6 +178,12 @@ CURSOR_COLOUR = "rgba(214, 39, 40, 0.85)"
 HIGHLIGHT_COLOUR = "#ff7f0e"
 """Outline of the highlighted layer (clicked event) in heatmaps and bars."""
 
+THRESHOLD_COLOUR = "#cf222e"
+"""Dashed threshold lines (the gradient tests' 1)."""
+
+ZERO_COLOUR = "#3d3d3d"
+"""Cells that are exactly 0 on a log-coloured heatmap (not recorded: no cell, white)."""
+
 BAND_COLOUR = "rgba(44, 160, 44, 0.12)"
 """Fill of reference bands."""
 
@@ -172,3 +200,8 @@ FRACTION_COLOURSCALE = [[0.0, "#fff7ec"], [0.25, "#fdd49e"], [0.5, "#fc8d59"],
 
 DIVERGING_COLOURSCALE = "RdBu"
 """Signed values centred on 0 (activation mean): blue negative, red positive."""
+
+# ---- health strip ---------------------------------------------------------------------------------
+HEALTH_FINDINGS = 8
+"""Finding groups listed open in the health strip (the rest fold under "N more findings"), so
+the strip fits the first screen at 1600 x 1000."""

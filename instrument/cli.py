@@ -4,6 +4,7 @@ so ``avionics dashboard`` never imports torch.
     avionics runs LOGDIR          list the runs under LOGDIR with their status
     avionics dashboard LOGDIR     serve the browser dashboard (http://127.0.0.1:8050)
     avionics diagnose RUN         re-run the diagnosis rules on a saved run
+    avionics report RUN -o F      write a self-contained HTML report of a run
     avionics export RUN --format parquet|csv [-o DIR]   the run's series and events as files
 """
 
@@ -18,6 +19,7 @@ COMMANDS = {
     "runs": "instrument.commands.runs",
     "dashboard": "instrument.commands.dashboard",
     "diagnose": "instrument.commands.diagnose",
+    "report": "instrument.commands.report",
     "export": "instrument.commands.export",
 }
 

@@ -1,7 +1,7 @@
-"""Screenshot of the dashboard on a real demo run, for the README (headless Chromium).
+"""Screenshot of the dashboard on a real seeded-bug run, for the README (headless Chromium).
 
-    python scripts/screenshot_dashboard.py        # trains the demo, writes docs/dashboard.png
-    python scripts/screenshot_dashboard.py --logdir runs --query "?run=digits&step=150"
+    python scripts/screenshot_dashboard.py        # trains demos/buggy.py, writes docs/dashboard.png
+    python scripts/screenshot_dashboard.py --logdir runs --query "?run=buggy&step=150"
 
 Needs Chromium and chromedriver on PATH (Debian: ``apt-get install chromium chromium-driver``)
 and selenium (the ``test`` extra).
@@ -20,7 +20,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIDTH = 1400
+WIDTH = 1600
+BUGS = ("--dead-relu", "--unshuffled")
+"""Seeded bugs of demos/buggy.py: the health strip then has findings to rank and group."""
 READY_TIMEOUT_S = 60
 
 
@@ -31,9 +33,10 @@ def free_port() -> int:
 
 
 def train_demo(logdir: str, steps: int) -> None:
-    subprocess.run([sys.executable, os.path.join(ROOT, "demos", "train_digits.py"), "--run",
-                    os.path.join(logdir, "digits"), "--steps", str(steps)], check=True,
-                   cwd=ROOT)
+    """demos/buggy.py with :data:`BUGS`; it exits 1 when a finding is critical, which is fine."""
+    subprocess.run([sys.executable, os.path.join(ROOT, "demos", "buggy.py"), *BUGS, "--run",
+                    os.path.join(logdir, "buggy"), "--steps", str(steps)], check=False,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -96,8 +99,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "dashboard.png"))
     p.add_argument("--logdir", help="serve this log directory instead of training the demo")
-    p.add_argument("--steps", type=int, default=600, help="demo training steps")
-    p.add_argument("--query", default="", help="URL query, e.g. '?run=digits&step=150'")
+    p.add_argument("--steps", type=int, default=200, help="demo training steps")
+    p.add_argument("--query", default="", help="URL query, e.g. '?run=buggy&step=150'")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         logdir = args.logdir or os.path.join(tmp, "runs")

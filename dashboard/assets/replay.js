@@ -29,6 +29,19 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     play_interval: function (speed, min_ms) {
       return Math.max(min_ms, Math.round(1000 / Math.max(speed, 1e-9)));
     },
+    /* a finding's "show" button: scroll to the panel holding its evidence (the fifth element
+       of the button's index; event rows have four and stay where they are) */
+    scroll_to_finding: function () {
+      const noUpdate = window.dash_clientside.no_update;
+      const trig = (window.dash_clientside.callback_context.triggered || [])[0];
+      if (!trig || !trig.value) { return noUpdate; }
+      const id = JSON.parse(trig.prop_id.slice(0, trig.prop_id.lastIndexOf(".")));
+      const target = JSON.parse(id.index)[4];
+      const el = target && document.getElementById("panel-" + target);
+      if (!el || el.offsetParent === null) { return noUpdate; }
+      el.scrollIntoView({block: "start"});
+      return target;
+    },
     play_state: function (playing) {
       return [!playing, playing ? "❚❚ Pause" : "▶ Play"];
     },

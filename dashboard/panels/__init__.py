@@ -13,6 +13,8 @@ from dashboard.panels import (
                               events,
                               grad_norm,
                               header,
+                              health,
+                              layers,
                               learning_rate,
                               ranks,
                               scalars,
@@ -24,9 +26,16 @@ COCKPIT = (cockpit_alpha, cockpit_distance, cockpit_gradient_tests, cockpit_hist
 """Cockpit's instruments (docs/cockpit.md), grouped as Cockpit does: step size, gradients,
 curvature, then its secondary screen."""
 
-PANELS = (header, scalars, events, grad_norm, update_ratio, learning_rate, activations,
-          ranks) + COCKPIT
+PANELS = (health, header, scalars, events, grad_norm, update_ratio, learning_rate, activations,
+          layers, ranks) + COCKPIT
 """Every panel, top to bottom."""
 
 BY_NAME = {panel.NAME: panel for panel in PANELS}
 """Panel modules by ``NAME`` (the ``panel`` key of their component ids)."""
+
+
+def recorded(panel, keys: dict) -> bool:
+    """True if a run with series ``keys`` (``{kind: [key, ...]}``) has something ``panel`` draws
+    (with every option on, so an optional series counts too)."""
+    options = tuple(value for value, _ in panel.OPTIONS)
+    return any(n.key in keys.get(n.kind, ()) for n in panel.needs(keys, options))

@@ -22,6 +22,12 @@ REQUIRES = (Keys.ACT_MEAN, Keys.ACT_STD, Keys.ACT_DEAD_FRAC, Keys.ACT_SATURATION
 MISSING = ("No activation statistics were recorded: the 'activations' instrument was switched "
            "off in schedules=, or its schedule has not fired yet (default: every 10 steps).")
 OPTIONS = ()
+INSTRUMENTS = ("activations",)
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 # key -> (label, log colours, colour scale, fixed range, midpoint)
 STATS = {

@@ -18,7 +18,8 @@ TITLE = "Step size: alpha"
 REQUIRES = (CK.ALPHA,)
 MISSING = ("No alpha was recorded: watch(..., loss_fn=criterion, preset='economy') or "
            "schedules={'alpha': N}; it needs an optimizer.")
-OPTIONS = ()
+SYMLOG = "symlog"
+OPTIONS = ((SYMLOG, "symlog y (alpha per step)"),)
 RECENT = 0.1
 """The "recent" histogram holds the last 10 % of the values (Cockpit's gauge)."""
 RANGE = (-3.0, 3.0)
@@ -62,16 +63,49 @@ def figure(runs: list, view: View) -> dict:
                              "name": f"{item.label}: {label} ({part.size})",
                              "opacity": opacity, "marker": {"color": item.colour},
                              "xaxis": gauge.xref, "yaxis": gauge.yref, "meta": {"part": label}})
-        data += layer_lines(over, item, CK.ALPHA, colours=[item.colour], legend=False)
+        lines = layer_lines(over, item, CK.ALPHA, colours=[item.colour], legend=False)
+        if SYMLOG in view.options:
+            lines = [symlog_trace(t) for t in lines]
+        data += lines
     xs = np.linspace(-1.5, 1.5, 61)
     data.append({"type": "scatter", "mode": "lines", "x": xs.tolist(),
                  "y": (top * xs ** 2).tolist(), "name": "landscape", "hoverinfo": "skip",
                  "line": {"color": LANDSCAPE_COLOUR, "dash": "dash"}, "xaxis": gauge.xref,
                  "yaxis": gauge.yref, "meta": {"part": "landscape"}})
     grid.axis(gauge, "x")["range"] = list(RANGE)
+    if SYMLOG in view.options:
+        vals, text = symlog_ticks(data, over)
+        grid.axis(over, "y").update(tickvals=vals, ticktext=text)
     for a in (-1.0, 0.0, 1.0):
         shapes.append({"type": "line", "xref": gauge.xref, "yref": f"{gauge.yref} domain",
                        "x0": a, "x1": a, "y0": 0, "y1": 1, "name": "reference",
                        "line": {"color": "#bbb", "width": 1}})
     layout = figures.base_layout(grid, shapes=shapes, annotations=notes, barmode="overlay")
     return figures.figure(data, layout)
+
+
+def symlog(y) -> np.ndarray:
+    """``sign(y) * log10(1 + |y|)``: linear near 0, logarithmic far from it, both signs (alpha
+    is signed and can reach 1e3 on a bad step)."""
+    y = np.asarray(y, dtype=float)
+    return np.sign(y) * np.log10(1.0 + np.abs(y))
+
+
+def symlog_trace(trace: dict) -> dict:
+    """A line with symlog y, drawn whole (no live appends: those would send raw values)."""
+    y = np.array([np.nan if v is None else v for v in trace["y"]], dtype=float)
+    out = {**trace, "y": [None if not np.isfinite(v) else float(v) for v in symlog(y)],
+           "customdata": trace["y"],
+           "hovertemplate": "alpha %{customdata} @ step %{x}<extra></extra>"}
+    out.pop("meta", None)
+    return out
+
+
+def symlog_ticks(data: list, cell) -> tuple:
+    """Tick positions and labels (0, ±1, ±10, ...) covering the symlog lines of ``cell``."""
+    ys = [v for t in data if t.get("yaxis") == cell.yref for v in t.get("y", [])
+          if v is not None]
+    top = max([abs(v) for v in ys], default=1.0)
+    decades = range(0, int(np.ceil(top)) + 1)
+    values = sorted({0.0} | {s * 10.0 ** d for d in decades for s in (-1, 1)})
+    return [float(symlog(v)) for v in values], [f"{v:g}" for v in values]

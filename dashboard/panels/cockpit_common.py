@@ -25,11 +25,13 @@ def lines_and_bars_needs(totals, per_layer=()) -> list:
 
 
 def lines_and_bars(runs: list, view: View, totals, per_layer=(), *, logy=False,
-                   smooth=False, zero_line=None, under=None) -> dict:
+                   smooth=False, zero_line=None, under=None,
+                   reference: tuple | None = None) -> dict:
     """Row 1: one plot per ``(key, title)`` in ``totals`` (runs overlaid, cursor at the step);
     row 2 (if ``per_layer``): per run, bars per parameter of each ``(key, title)`` at the step.
     ``zero_line``: index of the plot that gets a dashed line at 0; ``under(cells)``: extra
-    traces drawn under the lines of row 1 (given its cells)."""
+    traces drawn under the lines of row 1 (given its cells); ``reference``: ``(value, label)``
+    of a threshold drawn as a dashed line across every plot of row 1 (and named in its title)."""
     bar_runs = [r for r in runs if any(k in r.bars for k, _ in per_layer)]
     rows = [(settings.SMALL_ROW_HEIGHT_PX, [1] * len(totals))]
     if bar_runs:
@@ -38,8 +40,11 @@ def lines_and_bars(runs: list, view: View, totals, per_layer=(), *, logy=False,
     data, shapes, notes = list(under(grid.cells[0]) if under else []), [], []
     for c, (key, title) in enumerate(totals):
         cell = grid.cells[0][c]
-        notes.append(figures.title(grid, cell, title))
+        label = f"{title}  ·  {reference[1]}" if reference else title
+        notes.append(figures.title(grid, cell, label))
         shapes.append(figures.cursor(cell, view.step))
+        if reference:
+            shapes.append(figures.hline(cell, reference[0], settings.THRESHOLD_COLOUR))
         if logy:
             figures.log_axis(grid.axis(cell, "y"))
         if zero_line == c:

@@ -17,7 +17,9 @@ TITLE = "Curvature: largest eigenvalue and trace"
 TOTALS = ((CK.HESS_MAX_EV, "largest Hessian eigenvalue"),
           (CK.total(CK.HESS_TRACE), "Hessian trace"))
 PER_LAYER = ((CK.HESS_TRACE, "trace"),)
-REQUIRES = (CK.HESS_MAX_EV, CK.total(CK.HESS_TRACE), CK.HESS_TRACE)
+DRAWN = (CK.HESS_MAX_EV, CK.total(CK.HESS_TRACE), CK.HESS_TRACE)
+"""The series that are drawn on their own (the residual only widens the eigenvalue's band)."""
+REQUIRES = DRAWN + (CK.HESS_MAX_EV_RESIDUAL,)
 MISSING = ("No curvature was recorded: preset='business' (trace) or 'full' (largest "
            "eigenvalue), or schedules={'hess_max_ev': N}, with watch(..., loss_fn=criterion).")
 OPTIONS = ((cc.LOG_Y, "log y"),)
@@ -41,7 +43,7 @@ def residual_band(item) -> tuple:
 
 
 def figure(runs: list, view: View) -> dict:
-    if not cc.any_data(runs, REQUIRES):
+    if not cc.any_data(runs, DRAWN):
         return figures.placeholder(MISSING)
 
     def bands(cells):

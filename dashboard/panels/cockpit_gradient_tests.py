@@ -17,6 +17,10 @@ REQUIRES = tuple(k for k, _ in TOTALS) + tuple(k for k, _ in TESTS)
 MISSING = ("No gradient tests were recorded: watch(..., loss_fn=criterion, preset='economy') "
            "or schedules={'norm_test': N, 'inner_test': N, 'ortho_test': N}.")
 OPTIONS = ((cc.LOG_Y, "log y"),)
+THRESHOLD = 1.0
+"""Each value is the smallest theta (nu) at which the batch passes its test; Cockpit's gauge
+draws the pass region at 1. Above it the batch gradient is dominated by noise: a larger batch
+helps."""
 
 
 def needs(keys: dict, options) -> list:
@@ -26,4 +30,6 @@ def needs(keys: dict, options) -> list:
 def figure(runs: list, view: View) -> dict:
     if not cc.any_data(runs, REQUIRES):
         return cc.figures.placeholder(MISSING)
-    return cc.lines_and_bars(runs, view, TOTALS, TESTS, logy=cc.LOG_Y in view.options)
+    return cc.lines_and_bars(runs, view, TOTALS, TESTS, logy=cc.LOG_Y in view.options,
+                             reference=(THRESHOLD, f"dashed: {THRESHOLD:g}, above it noise "
+                                                   "dominates"))

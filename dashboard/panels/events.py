@@ -23,6 +23,8 @@ REQUIRES = ("<events table>",)
 MISSING = ("No events: no NaN/Inf was seen and no warning was raised in the selected runs. "
            "(Non-finite values are checked every step by the 'nonfinite' instrument.)")
 OPTIONS = ()
+ALWAYS_SHOWN = True
+"""Shown even when the runs recorded nothing it draws (it says how to record it)."""
 RERENDER_ON = ("events",)
 """A new event (newer event id in the run's head) re-renders the panel."""
 ROW_TYPE = "event-row"
@@ -38,6 +40,11 @@ def needs(keys: dict, options) -> list:
 def load_extra(run, view: View) -> dict:
     """The run's events (all of them; the table shows the newest)."""
     return {"events": run.events()}
+
+
+def frame_of(df: pd.DataFrame, run: str, label: str | None = None) -> pd.DataFrame:
+    """One run's events with the ``run`` and ``run_label`` columns of :func:`frame`."""
+    return df.assign(run=run, run_label=label or run)
 
 
 def frame(runs: list) -> pd.DataFrame:
@@ -64,9 +71,14 @@ def figure(runs: list, view: View) -> dict:
     height = max(settings.SMALL_ROW_HEIGHT_PX, settings.EVENT_ROW_PX * len(codes))
     grid = Grid([(height, [1])])
     cell = grid.cells[0][0]
+    counts = timed["code"].value_counts()
     grid.axis(cell, "y").update({"type": "category", "categoryorder": "array",
-                                 "categoryarray": codes})
+                                 "categoryarray": codes, "tickvals": codes,
+                                 "ticktext": [f"{c} ({counts[c]})" for c in codes]})
     grid.axis(cell, "x")["title"] = {"text": "step", "standoff": 2}
+    span = run_span(runs, [int(x) for x in timed["step"]])
+    if span is not None:  # the whole run, not just the stretch with events
+        grid.axis(cell, "x")["range"] = list(span)
     data = []
     for r, item in enumerate(runs):
         for severity in schema.SEVERITIES:
@@ -75,9 +87,9 @@ def figure(runs: list, view: View) -> dict:
                 continue
             layers = [("" if pd.isna(v) else str(v)) for v in sel["layer"]]
             data.append({
-                "type": "scatter", "mode": "markers+text", "x": [int(s) for s in sel["step"]],
-                "y": list(sel["code"]), "text": layers, "textposition": "middle right",
-                "textfont": {"size": 10, "color": "#555"},
+                # the layer is in the hover: labels drawn beside the markers would overlap
+                "type": "scatter", "mode": "markers", "x": [int(s) for s in sel["step"]],
+                "y": list(sel["code"]), "text": layers,
                 "customdata": list(sel["message"]),
                 "hovertemplate": "step %{x} · %{y}<br>%{text}<br>%{customdata}<extra></extra>",
                 "name": f"{item.label} {severity}" if len(runs) > 1 else severity,
@@ -87,6 +99,17 @@ def figure(runs: list, view: View) -> dict:
                 "xaxis": cell.xref, "yaxis": cell.yref})
     shapes = [figures.cursor(cell, view.step)]
     return figures.figure(data, figures.base_layout(grid, shapes=shapes))
+
+
+def run_span(runs: list, steps: list) -> tuple | None:
+    """``(first, last)`` step over ``runs`` and the event ``steps``, padded by half a percent."""
+    firsts = [r.first_step for r in runs if r.first_step is not None] + list(steps)
+    lasts = [r.last_step for r in runs if r.last_step is not None] + list(steps)
+    if not lasts:
+        return None
+    lo, hi = min(firsts), max(lasts)
+    pad = max(0.5, 0.005 * (hi - lo))
+    return lo - pad, hi + pad
 
 
 def extra(runs: list, view: View):
@@ -120,6 +143,6 @@ def extra(runs: list, view: View):
 
 
 def parse_row_id(index: str) -> tuple:
-    """``(run, event id, step, layer)`` from a table row's id index."""
-    run, event_id, step, layer = json.loads(index)
+    """``(run, event id, step, layer)`` from a table row's (or a *show* button's) id index."""
+    run, event_id, step, layer = json.loads(index)[:4]
     return run, event_id, step, layer

@@ -20,6 +20,12 @@ MISSING = ("No gradient norms were recorded: the 'grad_norm' instrument was swit
            "schedules=, or no optimizer step has been logged yet.")
 LOG_Y = "logy"
 OPTIONS = ((LOG_Y, "log y (global)"),)
+INSTRUMENTS = ("grad_norm",)
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 
 def needs(keys: dict, options) -> list:
@@ -37,6 +43,9 @@ def figure(runs: list, view: View) -> dict:
     if not total and not per_layer:
         return figures.placeholder(MISSING)
     rows = [(settings.SMALL_ROW_HEIGHT_PX, [1])] if total else []
+    chosen = layer_across(per_layer, view)
+    if chosen:
+        rows.append((settings.SMALL_ROW_HEIGHT_PX, [1]))
     if per_layer:
         n = max(len(item.layers(Keys.GRAD_NORM)) for item in per_layer)
         rows.append((figures.heatmap_height(n),
@@ -52,6 +61,12 @@ def figure(runs: list, view: View) -> dict:
         for item in total:
             data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL, name=item.label,
                                  colour=item.colour, legend=len(runs) > 1)
+    if chosen:
+        cell = grid.cells[1 if total else 0][0]
+        shapes.append(figures.cursor(cell, view.step))
+        notes.append(figures.title(grid, cell, f"grad norm of {view.layer}, runs overlaid"))
+        grid.axis(cell, "y")["type"] = "log"
+        data += chosen_lines(cell, chosen, view.layer)
     if per_layer:
         d, s, a = heatmap_rows(grid, per_layer, Keys.GRAD_NORM, len(grid.cells) - 1, view,
                                label="grad norm", log=True,
@@ -61,3 +76,24 @@ def figure(runs: list, view: View) -> dict:
                                  showlegend=len(runs) > 1)
     return figures.figure(data, layout)
 
+
+
+def layer_across(runs: list, view: View) -> list:
+    """The compared runs that have the highlighted layer (none outside a comparison)."""
+    if len(runs) < 2 or view.layer is None:
+        return []
+    return [item for item in runs if view.layer in item.layers(Keys.GRAD_NORM)
+            and Keys.GRAD_NORM in item.series]
+
+
+def chosen_lines(cell, runs: list, layer: str) -> list:
+    """The grad norm of ``layer`` in each run, one line per run in the run's colour."""
+    out = []
+    for item in runs:
+        ds = item.series[Keys.GRAD_NORM]
+        j = list(ds.layers).index(layer)
+        out.append(figures.line(cell, ds.step, ds.mean[:, j], item.label, item.colour,
+                                group=f"{item.id}:chosen", showlegend=False,
+                                hover=f"{item.label} {layer} %{{y}} @ step %{{x}}"
+                                      "<extra></extra>"))
+    return out

@@ -18,6 +18,8 @@ REQUIRES = ("<run metadata>",)
 MISSING = "No run selected. Pick one or more runs above (several runs are compared)."
 OPTIONS = ()
 GRAPH = False
+ALWAYS_SHOWN = True
+"""Shown even when the runs recorded nothing it draws (it says how to record it)."""
 RERENDER_ON = ("last", "status", "series")
 """Head fields (see :meth:`dashboard.runs.RunCatalog.head`) whose change re-renders the panel."""
 HYPERPARAMS = ("lr", "momentum", "betas", "weight_decay", "eps")

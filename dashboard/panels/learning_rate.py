@@ -22,6 +22,12 @@ MISSING = ("No learning rate was recorded: the run has no torch optimizer passed
            "were switched off in schedules=.")
 LOG_Y = "logy"
 OPTIONS = ((LOG_Y, "log y (param groups)"),)
+INSTRUMENTS = ("hyperparams", "update")
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 
 def needs(keys: dict, options) -> list:

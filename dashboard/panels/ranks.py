@@ -13,8 +13,6 @@ the rank whose compute time or *between-steps* time (data loading, evaluation, l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from dashboard import figures, settings
@@ -26,7 +24,8 @@ from instrument.store.schema import Keys
 
 NAME = "ranks"
 TITLE = "Ranks"
-REQUIRES = (Keys.RANK_STEP_TIME, Keys.RANK_COMPUTE_TIME, Keys.RANK_BETWEEN_TIME,
+REQUIRES = (Keys.RANK_STEP_TIME, Keys.RANK_STEP_TIME_SPREAD, Keys.RANK_COMPUTE_TIME,
+            Keys.RANK_BETWEEN_TIME,
             Keys.RANK_LOSS, Keys.RANK_SYNC_TIME)
 MISSING = ("No per-rank series: the run was not recorded under torch.distributed with two or "
            "more ranks (see docs/distributed.md).")
@@ -43,13 +42,9 @@ STRAGGLER_MIN_S = 1e-3
 
 RANK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
-SPREAD_COLOUR = "rgba(214, 39, 40, 0.15)"
 COMPUTE_COLOUR = "#4c78a8"
 BETWEEN_COLOUR = "#f58518"
 STRAGGLER_COLOUR = "#d62728"
-MAX_RANK_LINES = 16
-"""Beyond this many ranks the per-rank lines give way to median and min..max only."""
-ROW_HEIGHT_PX = 240
 MS = 1e3
 
 
@@ -177,84 +172,6 @@ def stragglers(values: np.ndarray, ratio: float = STRAGGLER_RATIO,
                                            & (values - median >= min_excess))]
 
 
-def spread(step_time: np.ndarray) -> np.ndarray:
-    """Slowest minus fastest rank's step time, per step (NaN where no rank recorded)."""
-    step_time = np.asarray(step_time, dtype=float)
-    with _quiet():
-        return np.nanmax(step_time, axis=1) - np.nanmin(step_time, axis=1)
-
-
-def rank_figure(steps: Sequence[int], ranks: Sequence[str], step_time: np.ndarray,
-                compute_time: np.ndarray | None = None, loss: np.ndarray | None = None,
-                step: int | None = None, between_time: np.ndarray | None = None) -> dict:
-    """The panel's figure: step time per rank (ms) with the min..max band across ranks; mean
-    compute and between-steps time per rank as stacked bars, stragglers named; the loss per
-    rank when given. ``step`` draws a cursor at the selected step."""
-    steps = np.asarray(steps)
-    step_time = np.asarray(step_time, dtype=float)
-    if steps.size == 0 or not np.isfinite(step_time).any():
-        return placeholder(MISSING)
-    names = [f"rank {r}" for r in ranks]
-    stats = rank_stats(step_time, compute_time, between_time)
-    slow_compute = stragglers(stats["compute"])
-    slow_between = stragglers(stats["between"])
-    slow_step = [] if compute_time is not None else stragglers(stats["step"])
-    rows = 3 if loss is not None else 2
-    layout = _layout(rows)
-    data = []
-    lo, hi = np.nanmin(step_time, axis=1) * MS, np.nanmax(step_time, axis=1) * MS
-    x = steps.tolist()
-    data.append({"type": "scatter", "mode": "lines", "x": x + x[::-1],
-                 "y": _list(hi) + _list(lo)[::-1], "fill": "toself", "fillcolor": SPREAD_COLOUR,
-                 "line": {"width": 0}, "name": "spread (slowest - fastest)", "hoverinfo": "skip",
-                 "xaxis": "x", "yaxis": "y"})
-    if len(ranks) <= MAX_RANK_LINES:
-        for j, name in enumerate(names):
-            data.append(_line(x, step_time[:, j] * MS, name, RANK_COLOURS[j % len(RANK_COLOURS)],
-                              "x", "y", group=name))
-    else:
-        with _quiet():
-            data.append(_line(x, np.nanmedian(step_time, axis=1) * MS, "median rank", "#333",
-                              "x", "y", group="median"))
-    data.append({"type": "bar", "x": names, "y": _list(stats["compute"] * MS), "name": "compute",
-                 "marker": {"color": COMPUTE_COLOUR}, "xaxis": "x2", "yaxis": "y2",
-                 "hovertemplate": "%{x}: compute %{y:.3g} ms<extra></extra>"})
-    between = stats["between"] if compute_time is not None else stats["step"]
-    slow = sorted(set(slow_compute) | set(slow_between) | set(slow_step))
-    data.append({"type": "bar", "x": names, "y": _list(between * MS),
-                 "name": "between steps" if compute_time is not None else "step",
-                 "marker": {"color": [STRAGGLER_COLOUR if r in slow else BETWEEN_COLOUR
-                                      for r in range(len(names))]},
-                 "xaxis": "x2", "yaxis": "y2",
-                 "hovertemplate": "%{x}: %{y:.3g} ms<extra></extra>"})
-    layout["barmode"] = "stack"
-    notes = [_title("y", "step time per rank (ms), band: slowest - fastest")]
-    verdict = verdict_text(slow_compute, slow_between, slow_step, stats)
-    notes.append(_title("y2", f"mean per rank (ms): {verdict}"))
-    if loss is not None:
-        loss = np.asarray(loss, dtype=float)
-        for j, name in enumerate(names[:MAX_RANK_LINES]):
-            data.append(_line(x, loss[:, j], name, RANK_COLOURS[j % len(RANK_COLOURS)], "x3",
-                              "y3", group=name, legend=False))
-        notes.append(_title("y3", "loss per rank (each rank's own data)"))
-    layout["annotations"] = notes
-    if step is not None:
-        layout["shapes"] = [{"type": "line", "xref": "x", "yref": "y domain", "x0": step,
-                             "x1": step, "y0": 0, "y1": 1, "line": {"color": "#888", "width": 1,
-                                                                    "dash": "dot"}}]
-    return {"data": data, "layout": layout, "meta": {"stragglers": slow}}
-
-
-def placeholder(message: str) -> dict:
-    """An empty figure that says why there is nothing to draw."""
-    hidden = {"visible": False}
-    return {"data": [], "layout": {"height": ROW_HEIGHT_PX, "xaxis": hidden, "yaxis": hidden,
-                                   "annotations": [{"text": message, "showarrow": False,
-                                                    "xref": "paper", "yref": "paper",
-                                                    "x": 0.5, "y": 0.5}]},
-            "meta": {"placeholder": message}}
-
-
 def verdict_text(slow_compute, slow_between, slow_step, stats) -> str:
     """One line naming the slowest straggler of each kind, or "no straggler"."""
     parts = []
@@ -269,51 +186,6 @@ def verdict_text(slow_compute, slow_between, slow_step, stats) -> str:
     return "; ".join(parts) if parts else "no straggler"
 
 
-def _layout(rows: int) -> dict:
-    gap = 0.12
-    height = (1.0 - gap * (rows - 1)) / rows
-    layout = {"height": ROW_HEIGHT_PX * rows + 80, "margin": {"l": 64, "r": 24, "t": 28, "b": 36},
-              "paper_bgcolor": "white", "plot_bgcolor": "white", "showlegend": True,
-              "uirevision": "keep", "hovermode": "closest"}
-    for i in range(rows):
-        top = 1.0 - i * (height + gap)
-        suffix = "" if i == 0 else str(i + 1)
-        layout[f"xaxis{suffix}"] = {"domain": [0, 1], "anchor": f"y{suffix}",
-                                    "gridcolor": "#e6e6e6"}
-        layout[f"yaxis{suffix}"] = {"domain": [max(top - height, 0), top],
-                                    "anchor": f"x{suffix}", "gridcolor": "#e6e6e6"}
-    layout["xaxis"]["title"] = {"text": "step"}
-    if rows == 3:
-        layout["xaxis3"]["matches"] = "x"
-    return layout
-
-
-def _title(yaxis: str, text: str) -> dict:
-    return {"text": text, "showarrow": False, "xref": "paper", "yref": f"{yaxis} domain",
-            "x": 0, "y": 1, "xanchor": "left", "yanchor": "bottom", "font": {"size": 12}}
-
-
-def _line(x, y, name, colour, xaxis, yaxis, *, group, legend=True) -> dict:
-    return {"type": "scatter", "mode": "lines", "x": x, "y": _list(y), "name": name,
-            "line": {"color": colour, "width": 1.4}, "xaxis": xaxis, "yaxis": yaxis,
-            "legendgroup": group, "showlegend": legend,
-            "hovertemplate": f"{name} %{{y:.4g}} @ step %{{x}}<extra></extra>"}
-
-
 def _list(values) -> list:
     """JSON-safe floats: NaN becomes None (a gap)."""
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
-
-
-class _quiet:
-    """Silence numpy's warnings about all-NaN slices (a rank that recorded nothing)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)

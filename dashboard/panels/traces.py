@@ -61,9 +61,13 @@ def layer_lines(cell: Cell, item: RunInput, key: str, *, colours: list,
 
 
 def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscale: str,
-                  label: str, zrange: tuple | None = None, zmid: float | None = None
-                  ) -> dict | None:
-    """Layer x step heatmap of ``key`` (bucket means), log10 colours when ``log``."""
+                  label: str, zrange: tuple | None = None, zmid: float | None = None,
+                  shared: tuple | None = None, showscale: bool = True) -> dict | None:
+    """Layer x step heatmap of ``key`` (bucket means), log10 colours when ``log``.
+
+    ``shared`` is the colour range (in the heatmap's units: log10 when ``log``) all compared
+    runs use, so one colour means one value across them; only one of them then shows the
+    colour bar (``showscale``)."""
     ds = item.series.get(key)
     if ds is None or ds.step.size == 0:
         return None
@@ -72,17 +76,64 @@ def layer_heatmap(cell: Cell, item: RunInput, key: str, *, log: bool, colourscal
     span = "" if size == 1 else f" (mean of {size} steps)"
     if log:
         z = downsample.log10_positive(z)
-        finite = z[np.isfinite(z)]
-        lo, hi = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+        lo, hi = shared if shared else z_range(z)
         vals, text = downsample.decade_ticks(lo, hi)
         bar = {"tickvals": vals, "ticktext": text, "title": {"text": "", "side": "right"}}
         hover = f"%{{y}} @ step %{{x}}{span}<br>log10 {label} = %{{z:.3f}}<extra></extra>"
-        return heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, colorbar=bar,
-                       hover=hover)
-    hover = f"%{{y}} @ step %{{x}}{span}<br>{label} = %{{z:.4g}}<extra></extra>"
-    lo, hi = zrange if zrange else (None, None)
-    return heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, zmin=lo, zmax=hi,
-                   zmid=zmid, hover=hover)
+        trace = heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, colorbar=bar,
+                        hover=hover, zmin=lo if shared else None, zmax=hi if shared else None)
+    else:
+        hover = f"%{{y}} @ step %{{x}}{span}<br>{label} = %{{z:.4g}}<extra></extra>"
+        lo, hi = zrange if zrange else (shared if shared and zmid is None else (None, None))
+        trace = heatmap(cell, ds.step, ds.layers, z, colourscale=colourscale, zmin=lo,
+                        zmax=hi, zmid=zmid, hover=hover)
+    trace["showscale"] = showscale
+    return trace
+
+
+def zero_cells(cell: Cell, item: RunInput, key: str) -> dict | None:
+    """The cells of ``key`` that are exactly 0, as a dark overlay: on a log scale a zero has no
+    colour, and must not look like "not recorded" (no cell at all, the white background)."""
+    ds = item.series.get(key)
+    if ds is None or ds.step.size == 0:
+        return None
+    z = np.where(ds.mean.T == 0, 1.0, np.nan)
+    if not np.isfinite(z).any():
+        return None
+    trace = heatmap(cell, ds.step, ds.layers, z, colourscale=[[0, settings.ZERO_COLOUR],
+                                                               [1, settings.ZERO_COLOUR]],
+                    hover="%{y} @ step %{x}: exactly 0<extra></extra>")
+    trace.update(showscale=False, name="zero")
+    return trace
+
+
+def layer_labels(layers: list, meta: dict) -> list:
+    """``"0.weight (Linear)"``: each layer with the class of the module it belongs to (from
+    the run's model summary), the name alone when the summary does not say."""
+    types = {m.get("name"): m.get("type") for m in ((meta or {}).get("model") or {}).get(
+        "layers", []) if isinstance(m, dict)}
+    out = []
+    for name in layers:
+        module = name if name in types else name.rsplit(".", 1)[0]
+        kind = types.get(module)
+        out.append(f"{name} ({kind})" if kind else name)
+    return out
+
+
+def z_range(z: np.ndarray) -> tuple:
+    """``(min, max)`` of the finite values of ``z`` (NaN, NaN without any)."""
+    finite = np.asarray(z)[np.isfinite(z)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (np.nan, np.nan)
+
+
+def shared_range(runs: list, key: str, log: bool) -> tuple | None:
+    """The colour range over every run's heatmap of ``key`` (None for fewer than two runs)."""
+    parts = [item.series[key].mean for item in runs if key in item.series]
+    if len(parts) < 2:
+        return None
+    flat = np.concatenate([np.ravel(p) for p in parts])
+    lo, hi = z_range(downsample.log10_positive(flat) if log else flat)
+    return None if not np.isfinite(lo) else (lo, hi)
 
 
 def layer_bars(cell: Cell, item: RunInput, key: str, view: View, colour: str,
@@ -94,6 +145,8 @@ def layer_bars(cell: Cell, item: RunInput, key: str, view: View, colour: str,
     step, layers, values = found
     layers, values = layers[:settings.MAX_BAR_LAYERS], values[:settings.MAX_BAR_LAYERS]
     tag = {"run": item.id, "key": key, "step": int(step)}
+    if item.layer_filter:  # a step move redraws the same layers
+        tag["filter"] = item.layer_filter
     return bars(cell, layers, values, colour, at_step=tag, highlight=view.layer,
                 hover=f"%{{y}}: {label} %{{x:.4g}}<extra>step {step}</extra>")
 
@@ -119,22 +172,35 @@ def heatmap_rows(grid, runs: list, key: str, row: int, view: View, *, label: str
     """
     data, shapes, notes = [], [], []
     cells = grid.cells[row]
+    shared = shared_range(runs, key, log)
     for i, item in enumerate(runs):
         heat_cell, bar_cell = cells[2 * i], cells[2 * i + 1]
         grid.axis(heat_cell, "y")["autorange"] = "reversed"
         grid.axis(heat_cell, "y")["type"] = "category"
+        grid.axis(heat_cell, "x")["title"] = {"text": "step", "standoff": 2}
         grid.axis(bar_cell, "y").update({"matches": heat_cell.yref, "showticklabels": False,
                                          "type": "category"})
         if log:
             figures.log_axis(grid.axis(bar_cell, "x"))
+        if i:  # layer names once, at the left of the row
+            grid.axis(heat_cell, "y")["showticklabels"] = False
         prefix = f"{item.label}: " if len(runs) > 1 else ""
         notes.append(figures.title(grid, heat_cell, f"{prefix}{label}"))
         notes.append(figures.title(grid, bar_cell, "at the selected step"))
         shapes.append(figures.cursor(heat_cell, view.step))
         trace = layer_heatmap(heat_cell, item, key, log=log, colourscale=colourscale,
-                              label=label, zrange=zrange, zmid=zmid)
+                              label=label, zrange=zrange, zmid=zmid, shared=shared,
+                              showscale=shared is None or i == len(runs) - 1)
         if trace is not None:
             data.append(trace)
+            names = list(item.layers(key))
+            labels = layer_labels(names, item.meta)
+            if labels != names:  # ticks name the module class; the values stay layer names
+                grid.axis(heat_cell, "y").update(tickvals=names, ticktext=labels)
+        if log:
+            zeros = zero_cells(heat_cell, item, key)
+            if zeros is not None:
+                data.append(zeros)
         bar = layer_bars(bar_cell, item, key, view, bar_colour, label)
         if bar is not None:
             data.append(bar)

@@ -21,6 +21,12 @@ REQUIRES = (Keys.UPDATE_RATIO, Keys.UPDATE_RATIO_TOTAL)
 MISSING = ("No update/weight ratios were recorded: the 'update' and 'weight_norm' instruments "
            "must both run (schedules=), and an optimizer step must have been logged.")
 OPTIONS = ()
+INSTRUMENTS = ("update", "weight_norm")
+"""The instruments that record its series: when they were on and the run went NaN/Inf, the
+panel says so instead of asking to switch them on."""
+FILTER = "search layers (regex)"
+LAYER_FILTER = True
+"""The search box picks the layers drawn (names matching a regular expression)."""
 
 
 def needs(keys: dict, options) -> list:
@@ -53,9 +59,11 @@ def figure(runs: list, view: View) -> dict:
         grid.axis(cell, "y")["type"] = "log"
         grid.axis(cell, "x")["title"] = {"text": "step", "standoff": 2}
         colours = layer_colours(len(item.layers(Keys.UPDATE_RATIO)))
-        data += layer_lines(cell, item, Keys.UPDATE_RATIO, colours=colours, legend=i == 0)
+        # a comparison's legend would mix runs and layers: layers are named on hover only
+        alone = len(shown) == 1
+        data += layer_lines(cell, item, Keys.UPDATE_RATIO, colours=colours, legend=alone)
         data += scalar_lines(cell, item, Keys.UPDATE_RATIO_TOTAL, name="whole model",
-                             colour=settings.REFERENCE_COLOUR, legend=i == 0)
+                             colour=settings.REFERENCE_COLOUR, legend=alone)
         figures.log_axis(grid.axis(bar_cell, "x"))
         grid.axis(bar_cell, "y").update({"autorange": "reversed", "type": "category"})
         shapes.append({**figures.hband(bar_cell, lo, hi), "xref": bar_cell.xref,

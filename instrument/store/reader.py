@@ -104,10 +104,44 @@ class Run:
         self.run_dir = run_dir
         self.path = store_path(run_dir)
         self.name = os.path.basename(os.path.normpath(run_dir))
+        self._held = None        # the connection of an open session(), else None
+        self._catalogue_rows = None  # the catalogue, read once per session()
 
     # ---- connection and errors ------------------------------------------------------------------
     @contextmanager
+    def session(self):
+        """Share one connection and one catalogue read among the reads inside the block.
+
+        A reader that makes many small reads at once (one dashboard refresh: step range, keys,
+        several series, events) would otherwise open a connection and decode the series
+        catalogue for each. Statements still run in autocommit mode, each its own short read
+        transaction, so a long session never holds back the writer's checkpoints; the catalogue
+        is read again by the next session (a series created meanwhile shows up then). Nested
+        sessions share the outer one.
+        """
+        if self._held is not None:
+            yield self
+            return
+        with self._open() as conn:
+            self._held = conn
+            try:
+                yield self
+            finally:
+                self._held, self._catalogue_rows = None, None
+
+    @contextmanager
     def _connect(self):
+        if self._held is None:
+            with self._open() as conn:
+                yield conn
+            return
+        try:
+            yield self._held
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    @contextmanager
+    def _open(self):
         if not os.path.exists(self.path):
             if os.path.isfile(self.run_dir):
                 raise RunNotFoundError(f"{self.run_dir} is a file, not a run directory")
@@ -213,10 +247,15 @@ class Run:
         return self.step_range()[1]
 
     def _catalogue(self) -> list:
+        if self._catalogue_rows is not None:
+            return self._catalogue_rows
         with self._connect() as conn:
             rows = conn.execute("SELECT id, key, kind, layers FROM series ORDER BY id").fetchall()
-        return [(sid, key, kd, json.loads(layers) if layers else []) for sid, key, kd, layers
-                in rows]
+        out = [(sid, key, kd, json.loads(layers) if layers else []) for sid, key, kd, layers
+               in rows]
+        if self._held is not None:
+            self._catalogue_rows = out
+        return out
 
     def _locate(self, key: str, kind: str) -> tuple | None:
         """``(series id, column names, column of key or None, dtype)`` of a series."""
@@ -326,7 +365,8 @@ class Run:
         cols = ["id", "step", "wall_time", "code", "severity", "layer", "message", "evidence",
                 "suggestion", "rank"]
         df = pd.DataFrame(rows, columns=cols)
-        df["evidence"] = [json.loads(e) if e else None for e in df["evidence"]]
+        df["evidence"] = [json.loads(e) if isinstance(e, str) and e else None
+                          for e in df["evidence"]]  # a missing one may read as NaN
         df["step"] = df["step"].astype("Int64")
         return df
 

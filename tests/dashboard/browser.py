@@ -75,3 +75,53 @@ def overflowing(dash_duo) -> list:
     """``[panel id, figure height, box height]`` of every graph drawn taller than its box, i.e.
     spilling over the panels below it (and catching their clicks)."""
     return dash_duo.driver.execute_script(OVERFLOW_JS)
+
+
+ROWS_JS = """
+return [...document.querySelectorAll('#run-select tbody tr')]
+  .map(tr => tr.querySelector('td[data-dash-column="name"]'))
+  .filter(td => td).map(td => td.textContent);
+"""
+
+
+def open_runs(dash_duo) -> None:
+    """Unfold the runs table (it is folded under the top bar)."""
+    if not dash_duo.driver.execute_script("return document.getElementById('runs-box').open"):
+        dash_duo.find_element("#runs-summary").click()
+
+
+def table_rows(dash_duo) -> list:
+    """Run names on the runs table's current page (after its filter)."""
+    return dash_duo.driver.execute_script(ROWS_JS)
+
+
+def filter_runs(dash_duo, text: str) -> None:
+    """Type ``text`` into the runs table's name filter (replacing what was there)."""
+    from selenium.webdriver.common.keys import Keys
+
+    open_runs(dash_duo)
+    box = dash_duo.find_element('#run-select th.dash-filter[data-dash-column="name"] input')
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text + "\n")
+
+
+TICK_JS = """
+for (const tr of document.querySelectorAll('#run-select tbody tr')) {
+  const td = tr.querySelector('td[data-dash-column="name"]');
+  if (td && td.textContent === arguments[0]) {
+    tr.querySelector('td.dash-select-cell input').click(); return true;
+  }
+}
+return false;
+"""
+
+
+def tick_run(dash_duo, name: str) -> None:
+    """Tick run ``name`` in the runs table (filtering the table to find it)."""
+    from dash.testing.wait import until
+
+    filter_runs(dash_duo, name)
+    until(lambda: name in table_rows(dash_duo), timeout=20, msg=f"run {name} not listed")
+    assert dash_duo.driver.execute_script(TICK_JS, name), f"no row for run {name}"

@@ -60,3 +60,8 @@ def traces(fig: dict, **match) -> list:
 def cursors(fig: dict) -> list:
     """The cursor shapes of ``fig``."""
     return [s for s in fig["layout"]["shapes"] if s.get("name") == "cursor"]
+
+
+def heatmaps(fig: dict) -> list:
+    """The value heatmaps of ``fig`` (not the overlays marking exact zeros)."""
+    return [t for t in traces(fig, type="heatmap") if t.get("name") != "zero"]

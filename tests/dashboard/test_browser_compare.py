@@ -30,7 +30,7 @@ def test_compare001_select_several_runs(dash_duo, tmp_path):
     dash_duo.wait_for_page(f"{dash_duo.server_url}/?run=alpha")
     until(lambda: _runs_in(dash_duo, "scalars", "loss") == {("alpha", "x")}, timeout=30)
 
-    dash_duo.select_dcc_dropdown("#run-select", value="beta")
+    browser.tick_run(dash_duo, "beta")
     until(lambda: _runs_in(dash_duo, "scalars", "loss") == {("alpha", "x"), ("beta", "x")},
           timeout=30, msg="the loss of both runs is not overlaid in one plot")
     until(lambda: len(_heatmap_axes(dash_duo, "grad_norm")) == 2, timeout=30)

@@ -1,5 +1,5 @@
 """Browser: the page is open before a real demo training run starts; the new run appears in
-the run list without a restart, and once selected its new points keep arriving."""
+the runs table without a restart, and once selected its new points keep arriving."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 
 import pytest
 from dash.testing.wait import until
-from selenium.webdriver.common.keys import Keys
 
 from dashboard import create_app
 from tests.dashboard import browser, stores
@@ -27,11 +26,9 @@ def _start_demo(run_dir: str) -> subprocess.Popen:
 
 
 def _options(dash_duo) -> list:
-    """Labels in the run picker (opens and closes it)."""
-    dash_duo.find_element("#run-select").click()
-    labels = [e.text for e in dash_duo.find_elements(".dash-dropdown-option")]
-    dash_duo.find_element("body").send_keys(Keys.ESCAPE)
-    return labels
+    """Runs the runs table lists under the name filter "live"."""
+    browser.filter_runs(dash_duo, "live")
+    return browser.table_rows(dash_duo)
 
 
 def _live_x(dash_duo, run: str) -> list:
@@ -46,13 +43,16 @@ def _live_x(dash_duo, run: str) -> list:
 def test_live001_new_run_appears_and_points_arrive(dash_duo, tmp_path):
     stores.write_run(str(tmp_path / "old"), steps=10)
     dash_duo.start_server(create_app(str(tmp_path), poll_interval_ms=500))
+    # the URL names the run, so the page does not follow new runs by itself (that is
+    # test_browser_follow's case): here the new run must be listed and picked
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=old", timeout=30)
     dash_duo.wait_for_element("#panel-scalars .js-plotly-plot", timeout=30)
     until(lambda: _live_x(dash_duo, "old"), timeout=30, msg="the old run was not drawn")
     demo = _start_demo(str(tmp_path / "live"))
     try:
         until(lambda: "live" in _options(dash_duo), timeout=90, poll=1,
               msg="the new run never appeared in the run list")
-        dash_duo.select_dcc_dropdown("#run-select", value="live")
+        browser.tick_run(dash_duo, "live")
         until(lambda: len(_live_x(dash_duo, "live")) > 0, timeout=60,
               msg="the live run's loss never appeared")
         first = len(_live_x(dash_duo, "live"))

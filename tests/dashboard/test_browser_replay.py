@@ -3,14 +3,13 @@ step and highlights its layer; the URL follows."""
 
 from __future__ import annotations
 
-import fnmatch
-
 import pytest
 from dash.testing.wait import until
 from selenium.webdriver.common.keys import Keys
 
 from dashboard import create_app
-from dashboard.panels import COCKPIT, PANELS
+from dashboard.panels import COCKPIT, PANELS, recorded
+from instrument.store import schema
 from instrument.store.reader import load
 from tests.dashboard import browser, stores
 
@@ -20,12 +19,14 @@ GRAPH_PANELS = [p.NAME for p in PANELS if getattr(p, "GRAPH", True)]
 
 def panels_with_data(run_dir) -> tuple:
     """Graph panels with series in this run (they must follow the slider) and those without
-    (they must say why, with their placeholder)."""
-    keys = set(load(run_dir).keys())
+    (they must say why, with their placeholder, and are hidden)."""
+    run = load(run_dir)
+    keys = {kind: run.keys(kind) for kind in (schema.SCALAR, schema.LAYER)}
     have = [p.NAME for p in PANELS if getattr(p, "GRAPH", True)
-            and any(pattern.startswith("<") or fnmatch.filter(keys, pattern)
-                    for pattern in p.REQUIRES)]  # "<...>": events, metadata: in every run
+            and (getattr(p, "ALWAYS_SHOWN", False) or recorded(p, keys))]
     return have, [n for n in GRAPH_PANELS if n not in have]
+
+
 STEPS = 60
 
 
@@ -57,8 +58,9 @@ def test_replay001_slider_play_and_event_rows(dash_duo, tmp_path):
     stores.write_run(str(tmp_path / "r"), steps=STEPS,
                      events=[stores.nonfinite_event(33, "2")])
     drawn, empty = panels_with_data(str(tmp_path / "r"))
-    # a single-process run has no per-rank series, and this run no Cockpit series
-    assert empty == ["ranks"] + [p.NAME for p in COCKPIT if getattr(p, "GRAPH", True)]
+    # a single-process run has no per-rank series, this run no Cockpit series, and every
+    # layer series it has is drawn by its own panel
+    assert empty == ["layers", "ranks"] + [p.NAME for p in COCKPIT if getattr(p, "GRAPH", True)]
     dash_duo.start_server(create_app(str(tmp_path)))
     dash_duo.wait_for_page(f"{dash_duo.server_url}/?run=r&step=10")
     until(lambda: _followed(dash_duo, 10, drawn), timeout=30,
@@ -66,6 +68,9 @@ def test_replay001_slider_play_and_event_rows(dash_duo, tmp_path):
     for name in empty:
         fig = browser.graph(dash_duo, name)
         assert fig and not fig["data"], f"{name} should show why it has no data"
+        until(lambda: not dash_duo.driver.execute_script(
+            f"return document.getElementById('panel-{name}').offsetParent !== null"),
+            timeout=10, msg=f"{name} has no data and should be hidden")
     assert browser.overflowing(dash_duo) == [], "a figure spills out of its panel"
 
     # keyboard on the slider handle, as a user would

@@ -3,16 +3,17 @@ real store writer: every refresh (poll, each panel's full render, replay step mo
 append) takes <= 300 ms of server time (median of 5 calls) and sends <= 1 MB.
 
 Writing the run takes several minutes the first time; it is cached between sessions (see
-:func:`dashboard.synthetic.cached`, ``$AVIONICS_BENCH_DIR``).
+:func:`tests.dashboard.synthetic.cached`, ``$AVIONICS_BENCH_DIR``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from dashboard import probe, settings
-from dashboard.synthetic import cached
+from dashboard import settings
 from instrument.store.reader import load
+from tests.dashboard import probe
+from tests.dashboard.synthetic import cached
 
 STEPS, LAYERS = 1_000_000, 200
 

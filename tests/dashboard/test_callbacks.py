@@ -36,8 +36,9 @@ def test_page_and_layout_load(client):
 
 def test_url_sets_the_view_and_back(client):
     out = dashcall.navigate(client, search="?run=a&run=b&step=7&layer=0.weight")
-    assert out["view.data"] == {"runs": ["a", "b"], "step": 7, "layer": "0.weight"}
-    assert out["run-select.value"] == ["a", "b"]
+    assert out["view.data"] == {"runs": ["a", "b"], "step": 7, "layer": "0.weight",
+                                 "follow": False}
+    assert out["run-select.selected_row_ids"] == ["a", "b"]
     assert (out["step-slider.min"], out["step-slider.max"], out["step-slider.value"]) == (0, 29, 7)
     assert "url.search" not in out  # already the URL
     # the slider moves the step and the URL follows
@@ -81,7 +82,7 @@ def test_path_traversal_in_the_url_is_refused_with_a_message(client, logdir):
     search = "?run=../secret&run=%2Fetc%2Fpasswd&run=a%2F..%2F..%2Fsecret"
     out = dashcall.navigate(client, search=search)
     view = out["view.data"]
-    assert out["run-select.value"] == []  # never offered as a run
+    assert out["run-select.selected_row_ids"] == []  # never offered as a run
     heads = dashcall.poll(client, view)
     assert all("no run named" in h["error"] for h in heads.values())
     _, extra, _, _, _ = dashcall.panel(client, "header", view, heads)
@@ -98,19 +99,28 @@ def test_poll_reports_heads_and_new_runs(client, logdir):
     assert heads == {"a": {"first": 0, "last": 29, "series": heads["a"]["series"],
                            "events": 0, "status": "finished"}}
     stores.write_run(str(logdir / "c"), steps=2)
-    payload = {"output": "..heads.data...run-select.options..",
+    payload = {"output": ("..heads.data...run-select.data...run-select.selected_rows"
+                          "...names.data...newest.data.."),
                "outputs": [{"id": "heads", "property": "data"},
-                           {"id": "run-select", "property": "options"}],
+                           {"id": "run-select", "property": "data"},
+                           {"id": "run-select", "property": "selected_rows"},
+                           {"id": "names", "property": "data"},
+                           {"id": "newest", "property": "data"}],
                "inputs": [{"id": "tick", "property": "n_intervals", "value": 2}],
                "state": [{"id": "view", "property": "data", "value": view},
                          {"id": "heads", "property": "data", "value": heads},
-                         {"id": "run-select", "property": "options", "value": []}],
+                         {"id": "run-select", "property": "data", "value": []},
+                         {"id": "names", "property": "data", "value": ["a", "b"]}],
                "changedPropIds": ["tick.n_intervals"]}
     import time
     time.sleep(2.1)  # the run list is re-scanned every RUN_LIST_TTL_S
     _, body, _, _ = dashcall.post(client, payload)
-    options = body["response"]["run-select"]["options"]
-    assert [o["value"] for o in options] == ["a", "b", "c"]
+    rows = body["response"]["run-select"]["data"]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert [r["steps"] for r in rows] == [30, 12, 2] and rows[2]["status"] == "finished"
+    assert (rows[1]["critical"], rows[1]["warning"]) == (1, 0)  # b: one NaN/Inf event
+    assert body["response"]["names"]["data"] == ["a", "b", "c"]
+    assert body["response"]["newest"]["data"] == "c"  # the run that appeared
     assert "heads" not in body["response"]  # unchanged heads are not sent
 
 
@@ -201,3 +211,21 @@ def test_a_tick_with_nothing_new_sends_nothing(client):
                             changed=["heads.data"])
     assert (out["step-slider.max"], out["step-slider.value"]) == (35, 35)
     assert "view.data" not in out and "url.search" not in out
+
+
+def test_clicking_a_heatmap_row_selects_its_layer_and_keeps_the_step(client):
+    view = {"runs": ["b"], "step": 6, "layer": None}
+    gid = {"type": "panel-graph", "panel": "grad_norm"}
+    click = {"points": [{"x": 3, "y": "2.weight", "z": 0.4, "curveNumber": 1}]}
+    out = dashcall.navigate(client, search="?run=b&step=6", selected=["b"], view=view,
+                            clicks=[("grad_norm", click)],
+                            changed=[json.dumps(gid, separators=(",", ":"), sort_keys=True)
+                                     + ".clickData"])
+    assert out["view.data"]["layer"] == "2.weight" and out["view.data"]["step"] == 6
+    assert out["url.search"] == "?run=b&step=6&layer=2.weight"
+    line = {"points": [{"x": 3, "y": 0.5, "curveNumber": 0}]}  # a line: not a layer
+    out = dashcall.navigate(client, search="?run=b&step=6", selected=["b"], view=view,
+                            clicks=[("grad_norm", line)],
+                            changed=[json.dumps(gid, separators=(",", ":"), sort_keys=True)
+                                     + ".clickData"])
+    assert "view.data" not in out or out["view.data"]["layer"] is None

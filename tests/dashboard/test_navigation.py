@@ -56,3 +56,17 @@ def test_marks_are_few_round_and_in_range(first, last):
         assert digits in ("1", "2", "5")  # 1, 2 or 5 times a power of ten
         assert all(m % stride == 0 for m in inner)
     assert marks[first] == f"{first:,}"
+
+
+def test_a_page_without_a_chosen_run_follows_the_newest_one():
+    from dashboard.navigation import next_view
+    view = next_view(None, None, "", None, None, None, lambda: None)
+    assert view["runs"] == [] and view["follow"] is True  # nothing yet: follow
+    view = next_view(view, "newest", "", None, "new", None, lambda: None)
+    assert view["runs"] == ["new"]
+    picked = next_view(view, "run-select", "", ["old"], None, None, lambda: None)
+    assert picked["runs"] == ["old"] and picked["follow"] is False
+    assert next_view(picked, "newest", "", None, "newer", None, lambda: None)["runs"] == ["old"]
+    named = next_view(None, "url", "?run=x", None, None, None, lambda: "latest")
+    assert named["runs"] == ["x"] and named["follow"] is False
+    assert next_view(None, "url", "", None, None, None, lambda: "l")["runs"] == ["l"]

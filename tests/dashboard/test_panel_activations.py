@@ -8,7 +8,7 @@ from dashboard import settings
 from dashboard.panels import activations
 from dashboard.panels.base import View
 from instrument.store import schema
-from tests.dashboard.panel_inputs import decode, run_input, series, traces
+from tests.dashboard.panel_inputs import decode, heatmaps, run_input, series, traces
 
 Keys = schema.Keys
 MODULES = ["0", "1", "2"]
@@ -32,12 +32,12 @@ def test_recorded_statistics_only():
     assert activations.recorded([_run()]) == [Keys.ACT_MEAN, Keys.ACT_STD, Keys.ACT_DEAD_FRAC]
     fig = activations.figure([_run()], View(["r"]))
     assert fig["layout"]["meta"]["not_recorded"] == ["saturation fraction"]
-    assert len(traces(fig, type="heatmap")) == 3 and len(traces(fig, type="bar")) == 3
+    assert len(heatmaps(fig)) == 3 and len(traces(fig, type="bar")) == 3
 
 
 def test_colour_scales_per_statistic():
     fig = activations.figure([_run()], View(["r"], step=20))
-    mean, std, dead = traces(fig, type="heatmap")
+    mean, std, dead = heatmaps(fig)
     np.testing.assert_allclose(decode(mean["z"]), np.outer(np.arange(0, 50, 10),
                                                            [-1.0, 0.0, 1.0]).T)
     assert mean["zmid"] == 0.0
@@ -53,7 +53,7 @@ def test_colour_scales_per_statistic():
 
 def test_side_by_side_for_compared_runs():
     fig = activations.figure([_run("a"), _run("b")], View(["a", "b"]))
-    heats = traces(fig, type="heatmap")
+    heats = heatmaps(fig)
     assert len(heats) == 6 and len({t["xaxis"] for t in heats}) == 6
     assert "a: mean" in [a["text"] for a in fig["layout"]["annotations"]]
 

@@ -86,3 +86,57 @@ def test_downsampled_series_cover_the_whole_range(tmp_path, monkeypatch):
         assert (ds.first_step[1:] == ds.step[:-1] + 1).all()  # no gap, no overlap
     finally:
         writer.close()
+
+
+def test_every_panel_satisfies_the_declared_protocol():
+    import fnmatch
+
+    from dashboard.panels import PANELS
+
+    required = [n for n in base.Panel.__annotations__] + ["needs", "figure"]
+    everything = {schema.SCALAR: [], schema.LAYER: []}
+    for panel in PANELS:
+        for name in required:
+            assert hasattr(panel, name), f"{panel.__name__} lacks {name}"
+        for typo in ("RERENDER", "RERENDERON", "ALWAYS_SHOW", "INSTRUMENT", "LOAD_EXTRA"):
+            assert not hasattr(panel, typo), f"{panel.__name__}.{typo}: a misspelt hook"
+        options = tuple(v for v, _ in panel.OPTIONS)
+        for need in panel.needs(everything, options):
+            assert any(fnmatch.fnmatchcase(need.key, p) for p in panel.REQUIRES), (
+                f"{panel.__name__} reads {need.key!r}, not named in its REQUIRES")
+        assert set(base.hook(panel, "RERENDER_ON")) <= {"last", "events", "status", "series"}
+
+
+def test_one_connection_and_one_catalogue_read_per_run_and_refresh(catalog, monkeypatch):
+    import sqlite3
+
+    from instrument.store import reader
+
+    connects, catalogue_reads = [], []
+    real_connect = sqlite3.connect
+
+    def counting_connect(*args, **kwargs):  # a spy: the real connection, counted
+        conn = real_connect(*args, **kwargs)
+        connects.append(args[0])
+        conn.set_trace_callback(lambda sql: catalogue_reads.append(sql)
+                                if "FROM series" in sql else None)
+        return conn
+
+    monkeypatch.setattr(reader.sqlite3, "connect", counting_connect)
+    items = base.load(grad_norm, catalog, View(["a"]))
+    assert items[0].error is None and Keys.GRAD_NORM in items[0].series
+    assert len(connects) == 1 and len(catalogue_reads) == 1, (connects, catalogue_reads)
+
+
+def test_a_layer_panels_search_box_reads_only_the_matching_layers(catalog):
+    items = base.load(grad_norm, catalog, View(["a"], filter="^2\\."))
+    ds = items[0].series[Keys.GRAD_NORM]
+    assert list(ds.layers) == ["2.weight", "2.bias"]
+    full = base.load(grad_norm, catalog, View(["a"]))[0].series[Keys.GRAD_NORM]
+    cols = [list(full.layers).index(n) for n in ds.layers]
+    np.testing.assert_array_equal(ds.mean, full.mean[:, cols])
+    step, layers, values = items[0].bars[Keys.GRAD_NORM]
+    assert layers == ["2.weight", "2.bias"]
+    np.testing.assert_allclose(values, [stores.grad_norm(step, 2), stores.grad_norm(step, 3)],
+                               rtol=1e-6)
+    assert base.load(scalars, catalog, View(["a"], filter="^2\\."))[0].layer_filter == ""

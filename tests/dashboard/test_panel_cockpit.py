@@ -208,3 +208,32 @@ def test_compared_runs_overlay(catalog):
     lines = traces(fig, key=CK.total(CK.NORM_TEST), stat="mean")
     assert {t["line"]["color"] for t in lines} == {a.colour, "#ff7f0e"}
     assert len(traces(fig, type="bar")) == 6  # three tests per run, side by side
+
+
+def test_gradient_tests_draw_their_threshold_line_in_every_plot():
+    import numpy as np
+
+    from dashboard.panels import cockpit_gradient_tests as gt
+    from dashboard.panels.base import View
+    from tests.dashboard.panel_inputs import run_input, series
+
+    steps = np.arange(5)
+    item = run_input("r", series_list=[series(k, steps, steps * 0.5) for k, _ in gt.TOTALS])
+    fig = gt.figure([item], View(["r"]))
+    lines = [s for s in fig["layout"]["shapes"] if s["name"] == "reference"]
+    assert len(lines) == len(gt.TOTALS) and {s["y0"] for s in lines} == {1.0}
+    assert {s["yref"] for s in lines} == {"y", "y2", "y3"}
+
+
+def test_alpha_symlog_keeps_sign_and_order_and_labels_raw_values():
+    import numpy as np
+
+    from dashboard.panels import cockpit_alpha as ca
+
+    raw = np.array([-1000.0, -1.0, 0.0, 0.5, 1.0, 1000.0])
+    out = ca.symlog(raw)
+    np.testing.assert_allclose(out, np.sign(raw) * np.log10(1 + np.abs(raw)))  # by hand
+    assert list(np.argsort(out)) == list(np.argsort(raw)) and out[2] == 0
+    trace = ca.symlog_trace({"y": [1000.0, None], "x": [0, 1], "meta": {"live": {}}})
+    assert trace["y"] == [float(np.log10(1001.0)), None] and "meta" not in trace
+    assert trace["customdata"] == [1000.0, None]

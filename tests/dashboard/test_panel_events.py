@@ -56,6 +56,12 @@ def test_timeline_one_row_per_code_coloured_by_severity():
     assert crit["marker"]["color"] == settings.SEVERITY_COLOURS["critical"]
     assert warn["x"] == [9] and warn["customdata"] == ["update ratio 0.1"]
     assert [c["x0"] for c in cursors(fig)] == [9]
+    assert crit["mode"] == "markers"  # no drawn labels: they would overlap
+    assert fig["layout"]["yaxis"]["ticktext"] == ["lr_too_high (1)", "nonfinite (1)"]
+    item = _run()
+    item.first_step, item.last_step = 0, 100
+    lo, hi = events.figure([item], View(["r"]))["layout"]["xaxis"]["range"]
+    assert lo < 0 and hi > 100  # the whole run, not only the stretch with events
 
 
 def test_table_newest_first_with_parsable_row_ids():

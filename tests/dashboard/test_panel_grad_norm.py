@@ -8,7 +8,7 @@ from dashboard import settings
 from dashboard.panels import grad_norm
 from dashboard.panels.base import View
 from instrument.store import schema
-from tests.dashboard.panel_inputs import cursors, decode, run_input, series, traces
+from tests.dashboard.panel_inputs import cursors, decode, heatmaps, run_input, series, traces
 
 Keys = schema.Keys
 LAYERS = ["a.weight", "a.bias", "b.weight"]
@@ -33,7 +33,7 @@ def test_needs():
 def test_heatmap_is_log10_of_layers_by_steps():
     item = _run()
     fig = grad_norm.figure([item], View(["r"], step=7))
-    heat, = traces(fig, type="heatmap")
+    heat, = heatmaps(fig)
     z = decode(heat["z"])
     expected = np.log10(np.where(item.series[Keys.GRAD_NORM].mean > 0,
                                  item.series[Keys.GRAD_NORM].mean, np.nan)).T
@@ -47,7 +47,7 @@ def test_heatmap_is_log10_of_layers_by_steps():
 def test_bars_at_the_step_share_the_layer_axis():
     fig = grad_norm.figure([_run()], View(["r"], step=7, layer="a.bias"))
     bar, = traces(fig, type="bar")
-    heat, = traces(fig, type="heatmap")
+    heat, = heatmaps(fig)
     assert bar["y"] == LAYERS and bar["meta"]["at_step"]["step"] == 7
     np.testing.assert_allclose(bar["x"], np.array([8.0, 80.0, 0.8]), rtol=1e-6)
     ylayout = fig["layout"]["yaxis" + bar["yaxis"][1:]]
@@ -62,7 +62,7 @@ def test_global_norm_overlay_and_side_by_side_heatmaps():
     fig = grad_norm.figure([_run("a"), _run("b", 2.0)], View(["a", "b"], step=3))
     lines = traces(fig, key=Keys.GRAD_NORM_TOTAL, stat="mean")
     assert {t["xaxis"] for t in lines} == {"x"} and len(lines) == 2
-    heats = traces(fig, type="heatmap")
+    heats = heatmaps(fig)
     assert len({t["xaxis"] for t in heats}) == 2  # one plot per run
     assert [c["x0"] for c in cursors(fig)] == [3, 3, 3]
 

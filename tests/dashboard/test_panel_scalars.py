@@ -23,8 +23,9 @@ def _run(run_id="r", colour="#111111", level=0):
 def test_needs_user_scalars_only():
     keys = {schema.SCALAR: ["lr/0", "acc", "loss", "grad_norm/total"], schema.LAYER: []}
     assert [n.key for n in scalars.needs(keys, ())] == ["loss", "acc"]
-    many = {schema.SCALAR: [f"k{i}" for i in range(50)], schema.LAYER: []}
-    assert len(scalars.needs(many, ())) == settings.MAX_SCALAR_SUBPLOTS
+    many = {schema.SCALAR: [f"k{i}" for i in range(50)] + ["criterion/loss", "input/batch"],
+            schema.LAYER: []}
+    assert [n.key for n in scalars.needs(many, ())] == sorted(f"k{i}" for i in range(50))
 
 
 def test_loss_first_one_plot_per_key_values_as_given():
@@ -94,3 +95,37 @@ def test_round_trip_of_sent_values_is_short():
     fig = scalars.figure([_run()], View(["r"]))
     loss, = traces(fig, key="loss", stat="mean")
     assert loss["y"][3] == downsample.round_sig([2.0 / 4])[0] == 0.5
+
+
+def test_search_box_filters_keys_as_a_regex_and_as_text():
+    assert scalars.select(["loss", "acc", "val/acc", "val_loss"], "^val") == ["val/acc",
+                                                                           "val_loss"]
+    assert scalars.select(["a(b", "ab"], "a(") == ["a(b"]  # not a regex: plain text
+    fig = scalars.figure([_run()], View(["r"], filter="acc"))
+    assert [a["text"] for a in fig["layout"]["annotations"]] == ["acc", "val/acc"]
+
+
+def test_log_y_when_a_series_spans_more_than_three_decades():
+    steps = np.arange(10)
+    spike = run_input("r", series_list=[series("loss", steps, [1.0] * 9 + [4e8])])
+    fig = scalars.figure([spike], View(["r"]))
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert scalars.spans_decades(np.array([1.0, 999.0])) is False
+    lo, hi = scalars.robust_range(np.r_[np.ones(200), 4e8])
+    assert hi < 2  # the spike is outside the robust range
+
+
+def test_nonfinite_values_are_crosses_and_the_dead_span_is_shaded():
+    import pandas as pd
+    steps = np.arange(12)
+    item = run_input("r", series_list=[series("loss", steps, [1.0] * 11 + [np.inf])], last=29)
+    item.extra["events"] = pd.DataFrame({"id": [1], "step": [11], "code": ["nonfinite"],
+                                         "severity": ["critical"], "layer": ["0"],
+                                         "message": ["loss is inf"], "evidence": [None],
+                                         "suggestion": [None], "wall_time": [0.0]})
+    fig = scalars.figure([item], View(["r"]))
+    cross, = [t for t in fig["data"] if (t.get("meta") or {}).get("nonfinite") == "loss"]
+    assert cross["x"] == [11] and cross["y"] == [1.0]
+    shade, = [s for s in fig["layout"]["shapes"] if s["name"] == "nonfinite"]
+    assert (shade["x0"], shade["x1"]) == (11, 29)
+    assert "NaN/Inf from step 11" in fig["layout"]["annotations"][0]["text"]

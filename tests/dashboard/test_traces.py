@@ -86,3 +86,27 @@ def test_layer_colours():
     ramp = traces.layer_colours(200)
     assert len(ramp) == 200 and ramp[0] == settings.LAYER_COLOURS[0]
     assert ramp[-1] == settings.LAYER_COLOURS[-1]
+
+
+def test_zero_is_drawn_unlike_not_recorded_and_layers_name_their_module_class():
+    import numpy as np
+
+    from dashboard.figures import Grid
+    from dashboard.panels.base import View
+    from dashboard.panels.traces import heatmap_rows, layer_labels
+    from tests.dashboard.panel_inputs import decode, run_input, series
+
+    mean = np.array([[0.0, 1.0], [np.nan, 2.0], [0.5, 0.0]])  # [steps, layers]
+    item = run_input("r", series_list=[series("g", [0, 1, 2], mean, layers=["0.weight", "1"])],
+                     meta={"model": {"layers": [{"name": "0", "type": "Linear"},
+                                                {"name": "1", "type": "ReLU"}]}})
+    grid = Grid([(200, [4, 1])])
+    data, _, _ = heatmap_rows(grid, [item], "g", 0, View(["r"]), label="g", log=True,
+                              colourscale="Viridis", bar_colour="#000")
+    zero, = [t for t in data if t.get("name") == "zero"]
+    z = decode(zero["z"])  # 1 exactly where the value is 0; NaN (nothing) elsewhere
+    np.testing.assert_array_equal(np.isfinite(z), [[True, False, False], [False, False, True]])
+    heat = [t for t in data if t["type"] == "heatmap" and t.get("name") != "zero"][0]
+    assert np.isnan(decode(heat["z"])[0, 1])  # not recorded: no colour at all
+    assert grid.layout["yaxis"]["ticktext"] == ["0.weight (Linear)", "1 (ReLU)"]
+    assert layer_labels(["x"], {}) == ["x"]

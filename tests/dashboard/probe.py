@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from dashboard.layout import EXTRA, GRAPH, OPTIONS, STATE, pid
+from dashboard.layout import BODY, EXTRA, FILTER, GRAPH, OPTIONS, STATE, VISIBLE, pid
 
 BUDGET_SECONDS = 0.3
 """Most server time one refresh may take (median over repeated calls)."""
@@ -26,7 +26,8 @@ LIVE_STEPS = 1000
 PANEL_OUTPUT = ('..{"panel":["MATCH"],"type":"panel-graph"}.figure'
                 '...{"panel":["MATCH"],"type":"panel-extra"}.children'
                 '...{"panel":["MATCH"],"type":"panel-state"}.data'
-                '...{"panel":["MATCH"],"type":"panel-graph"}.style..')
+                '...{"panel":["MATCH"],"type":"panel-graph"}.style'
+                '...{"panel":["MATCH"],"type":"panel-body"}.className..')
 
 
 def post(client, payload: dict) -> tuple:
@@ -39,7 +40,7 @@ def post(client, payload: dict) -> tuple:
 
 
 def panel(client, name: str, view: dict, heads=None, options=(), state=None,
-          changed=("view.data",)) -> tuple:
+          changed=("view.data",), search: str = "") -> tuple:
     """Refresh panel ``name``; returns ``(figure, extra, state, bytes, seconds)``.
 
     ``figure`` is a dict, ``{"__patch__": operations}`` for a Patch, or None if unchanged.
@@ -48,10 +49,12 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
         "output": PANEL_OUTPUT,
         "outputs": [{"id": pid(k, name), "property": p}
                     for k, p in ((GRAPH, "figure"), (EXTRA, "children"), (STATE, "data"),
-                                 (GRAPH, "style"))],
+                                 (GRAPH, "style"), (BODY, "className"))],
         "inputs": [{"id": "view", "property": "data", "value": view},
                    {"id": "heads", "property": "data", "value": heads},
-                   {"id": pid(OPTIONS, name), "property": "value", "value": list(options)}],
+                   {"id": pid(OPTIONS, name), "property": "value", "value": list(options)},
+                   {"id": pid(FILTER, name), "property": "value", "value": search},
+                   {"id": pid(VISIBLE, name), "property": "data", "value": True}],
         "state": [{"id": pid(STATE, name), "property": "data", "value": state}],
         "changedPropIds": list(changed),
     }
@@ -72,17 +75,21 @@ def panel(client, name: str, view: dict, heads=None, options=(), state=None,
     return fig, get(EXTRA, "children"), get(STATE, "data") or state, size, elapsed
 
 
-def poll(client, view: dict, heads=None, options=None, timed: bool = False):
+def poll(client, view: dict, heads=None, options=None, timed: bool = False, names=None):
     """One live tick; returns the new heads (the old ones when unchanged), and with ``timed``
     also ``(bytes, seconds)``."""
     payload = {
-        "output": "..heads.data...run-select.options..",
+        "output": ("..heads.data...run-select.data...run-select.selected_rows...names.data"
+                   "...newest.data.."),
         "outputs": [{"id": "heads", "property": "data"},
-                    {"id": "run-select", "property": "options"}],
+                    {"id": "run-select", "property": "data"},
+                    {"id": "run-select", "property": "selected_rows"},
+                    {"id": "names", "property": "data"}, {"id": "newest", "property": "data"}],
         "inputs": [{"id": "tick", "property": "n_intervals", "value": 1}],
         "state": [{"id": "view", "property": "data", "value": view},
                   {"id": "heads", "property": "data", "value": heads},
-                  {"id": "run-select", "property": "options", "value": options}],
+                  {"id": "run-select", "property": "data", "value": options},
+                  {"id": "names", "property": "data", "value": names}],
         "changedPropIds": ["tick.n_intervals"],
     }
     status, body, size, elapsed = post(client, payload)

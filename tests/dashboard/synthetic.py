@@ -3,7 +3,7 @@
 For the dashboard's payload/latency budgets (10^6 steps x 200 layers) and for trying the
 dashboard on a long run without training one::
 
-    python -m dashboard.synthetic runs/synthetic --steps 1000000 --layers 200
+    python -m tests.dashboard.synthetic runs/synthetic --steps 1000000 --layers 200
 
 Every step logs the scalars a real run has (loss, accuracy, learning rate, global norms) and the
 per-layer gradient norm; the other per-layer series are written every ``--every`` steps, as the
