@@ -69,8 +69,3 @@ class Context:
                     ctx.opt_params.append(index[id(p)])
                     ctx.group_of[index[id(p)]] = gi
         return ctx
-
-    def backward_order(self) -> list:
-        """Parameter indices, roughly in the order backward produces their gradients:
-        the last-called leaf module first. Uses module order (a forward-order proxy)."""
-        return sorted(range(len(self.params)), key=lambda i: (-self.param_owner[i], i))

@@ -59,9 +59,6 @@ class UserScalars(Instrument):
         self._host: dict = {}  # key -> [sum, count]
         self.overflow = False  # keyed mode: a key was dropped at this step (capacity)
 
-    def has_data(self) -> bool:
-        return bool(self._dev_counts or self._host)
-
     def log(self, key: str, value) -> None:
         """Record ``value`` under ``key`` for the current step (see the module docstring)."""
         if key not in self._valid:
