@@ -1,5 +1,6 @@
-"""Gradient norms: the global norm over steps, per layer as a layer x step heatmap with a log
-colour scale, and per layer as bars at the selected step.
+"""Gradient norms: the global norm over steps (and, in loops that clip, the norm before
+clipping, dashed), per layer as a layer x step heatmap with a log colour scale, and per layer
+as bars at the selected step.
 
 Compared runs overlay in the global plot and sit side by side in the per-layer row.
 """
@@ -15,7 +16,7 @@ from instrument.store import schema
 Keys = schema.Keys
 NAME = "grad_norm"
 TITLE = "Gradient norms"
-REQUIRES = (Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM)
+REQUIRES = (Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, Keys.GRAD_NORM)
 MISSING = ("No gradient norms were recorded: the 'grad_norm' instrument was switched off in "
            "schedules=, or no optimizer step has been logged yet.")
 LOG_Y = "logy"
@@ -29,8 +30,11 @@ LAYER_FILTER = True
 
 
 def needs(keys: dict, options) -> list:
-    """The global norm line, and the per-layer norms as heatmap and bars."""
-    return [Need(Keys.GRAD_NORM_TOTAL, schema.SCALAR, LINE),
+    """The global norm line (and the before-clip one where recorded), and the per-layer norms
+    as heatmap and bars."""
+    clipped = [Need(Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, schema.SCALAR, LINE)] \
+        if Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in keys.get(schema.SCALAR, ()) else []
+    return [Need(Keys.GRAD_NORM_TOTAL, schema.SCALAR, LINE), *clipped,
             Need(Keys.GRAD_NORM, schema.LAYER, HEATMAP),
             Need(Keys.GRAD_NORM, schema.LAYER, BARS)]
 
@@ -55,12 +59,16 @@ def figure(runs: list, view: View) -> dict:
     if total:
         cell = grid.cells[0][0]
         shapes.append(figures.cursor(cell, view.step))
-        notes.append(figures.title(grid, cell, "global gradient norm"))
+        clipping = any(Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in item.series for item in total)
+        notes.append(figures.title(grid, cell, "global gradient norm" + (
+            " (dashed: before clipping)" if clipping else "")))
         if LOG_Y in view.options:
             grid.axis(cell, "y")["type"] = "log"
         for item in total:
-            data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL, name=item.label,
-                                 colour=item.colour, legend=len(runs) > 1)
+            data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL,
+                                 name=f"{item.label} (after clipping)" if clipping else item.label,
+                                 colour=item.colour, legend=len(runs) > 1 or clipping)
+            data += before_clip_lines(cell, item)
     if chosen:
         cell = grid.cells[1 if total else 0][0]
         shapes.append(figures.cursor(cell, view.step))
@@ -73,7 +81,9 @@ def figure(runs: list, view: View) -> dict:
                                colourscale=settings.LOG_COLOURSCALE, bar_colour=settings.BAR_COLOUR)
         data, shapes, notes = data + d, shapes + s, notes + a
     layout = figures.base_layout(grid, shapes=shapes, annotations=notes,
-                                 showlegend=len(runs) > 1)
+                                 showlegend=len(runs) > 1 or any(
+                                     Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in item.series
+                                     for item in total))
     return figures.figure(data, layout)
 
 
@@ -96,4 +106,18 @@ def chosen_lines(cell, runs: list, layer: str) -> list:
                                 group=f"{item.id}:chosen", showlegend=False,
                                 hover=f"{item.label} {layer} %{{y}} @ step %{{x}}"
                                       "<extra></extra>"))
+    return out
+
+
+def before_clip_lines(cell, item) -> list:
+    """The norm before clipping, dashed with markers: it is recorded only on the steps where
+    clipping changed the gradient, so the gaps between them are steps clipping left alone."""
+    name = f"{item.label} (before clipping)"
+    out = scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, name=name,
+                       colour=item.colour, legend=True)
+    for trace in out:
+        if trace.get("name") == name:
+            trace["line"] = {**trace.get("line", {}), "dash": "dash"}
+            trace["mode"] = "lines+markers"
+            trace["marker"] = {"size": 4, "color": item.colour}
     return out

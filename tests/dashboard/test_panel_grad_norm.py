@@ -70,3 +70,22 @@ def test_global_norm_overlay_and_side_by_side_heatmaps():
 def test_placeholder():
     fig = grad_norm.figure([run_input("r")], View(["r"]))
     assert fig["layout"]["meta"]["placeholder"] == grad_norm.MISSING
+
+
+def test_before_clip_norm_is_drawn_dashed_where_recorded():
+    keys = {schema.SCALAR: [Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM_TOTAL_BEFORE_CLIP]}
+    assert (Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, "line") in [
+        (n.key, n.draw) for n in grad_norm.needs(keys, ())]
+    item = _run()
+    clipped = np.array([2, 5, 6])
+    before = np.sqrt(np.nansum(item.series[Keys.GRAD_NORM].mean ** 2, axis=1))[clipped] * 3
+    item = run_input("r", series_list=[*item.series.values(),
+                                       series(Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, clipped, before)],
+                     bars={Keys.GRAD_NORM: (7, LAYERS, item.series[Keys.GRAD_NORM].mean[7])})
+    fig = grad_norm.figure([item], View(["r"], step=7))
+    dashed = [t for t in traces(fig) if t.get("line", {}).get("dash") == "dash"]
+    assert len(dashed) == 1 and dashed[0]["name"].endswith("(before clipping)")
+    assert list(decode(dashed[0]["x"])) == clipped.tolist()
+    np.testing.assert_allclose(decode(dashed[0]["y"]), before, rtol=1e-3)
+    solid = [t for t in traces(fig) if t.get("name", "").endswith("(after clipping)")]
+    assert len(solid) == 1
