@@ -20,14 +20,15 @@ from dashboard.panels import (
                               scalars,
                               update_ratio,
 )
+from instrument.registries import unique
 
 COCKPIT = (cockpit_alpha, cockpit_distance, cockpit_gradient_tests, cockpit_hist_1d,
            cockpit_hist_2d, cockpit_curvature, cockpit_tic, cockpit_noise)
 """Cockpit's instruments (docs/cockpit.md), grouped as Cockpit does: step size, gradients,
 curvature, then its secondary screen."""
 
-PANELS = (health, header, scalars, events, grad_norm, update_ratio, learning_rate, activations,
-          layers, ranks) + COCKPIT
+PANELS = unique((health, header, scalars, events, grad_norm, update_ratio, learning_rate,
+                 activations, layers, ranks) + COCKPIT, lambda panel: panel.NAME, "panels")
 """Every panel, top to bottom."""
 
 BY_NAME = {panel.NAME: panel for panel in PANELS}

@@ -1,9 +1,11 @@
-"""Other per-layer series: any layer series a run recorded that no dedicated panel draws (weight
-and update norms, activation min/max, a new instrument's quantity), each as a layer x step
-heatmap with bars at the selected step.
+"""Other series: any layer series a run recorded that no dedicated panel draws (weight and
+update norms, activation min/max, a new instrument's quantity), each as a layer x step heatmap
+with bars at the selected step; and above them, as lines, any built-in scalar no other panel
+draws (momentum and Adam's betas per param group, the total weight norm, a new instrument's
+total).
 
-Adding a per-layer quantity to avionics therefore needs no dashboard change: it shows up here
-until it earns a panel of its own. avionics' diagnosis facts (``grad_stale``, ``train_mode``,
+Adding a quantity to avionics therefore needs no dashboard change: it shows up here until it
+earns a panel of its own. avionics' diagnosis facts (``grad_stale``, ``train_mode``,
 ...) are not shown. The search box (a regular expression over the keys) picks which series
 are drawn; without one, the first ``MAX_GENERIC_KEYS`` are.
 """
@@ -16,13 +18,13 @@ import numpy as np
 
 from dashboard import figures, settings
 from dashboard.figures import Grid
-from dashboard.panels.base import BARS, HEATMAP, Need, View, is_diagnosis_fact, select
-from dashboard.panels.traces import heatmap_rows
+from dashboard.panels.base import BARS, HEATMAP, LINE, Need, View, is_diagnosis_fact, select
+from dashboard.panels.traces import heatmap_rows, scalar_lines
 from instrument.store import schema
 
 NAME = "layers"
-TITLE = "Other per-layer series"
-REQUIRES = ("<any layer series no other panel draws>",)
+TITLE = "Other series"
+REQUIRES = ("<any layer series no other panel draws>", "<any built-in scalar no other panel draws>")
 MISSING = ("Every per-layer series this run recorded has its own panel above (or none was "
            "recorded).")
 OPTIONS = ()
@@ -37,16 +39,27 @@ def owned() -> list:
     return [p for panel in PANELS if panel.__name__ != __name__ for p in panel.REQUIRES]
 
 
+def free_keys(keys: list, taken: list, *, scalar: bool) -> list:
+    """The keys no other panel draws: layer series, or built-in scalars (never the user's
+    metrics, which the scalars panel draws, nor diagnosis facts)."""
+    return sorted(k for k in keys if not is_diagnosis_fact(k)
+                  and (not scalar or schema.is_reserved_scalar(k))
+                  and not any(fnmatch.fnmatchcase(k, p) for p in taken))
+
+
 def needs(keys: dict, options) -> list:
-    """Every layer series no other panel draws, as heatmap and bars."""
+    """Every built-in scalar no other panel draws as a line; every such layer series as
+    heatmap and bars."""
     taken = owned()
-    free = [k for k in keys[schema.LAYER] if not is_diagnosis_fact(k)
-            and not any(fnmatch.fnmatchcase(k, p) for p in taken)]
-    return [Need(k, schema.LAYER, draw) for k in sorted(free) for draw in (HEATMAP, BARS)]
+    scalars = free_keys(keys.get(schema.SCALAR, ()), taken, scalar=True)
+    layers = free_keys(keys.get(schema.LAYER, ()), taken, scalar=False)
+    return ([Need(k, schema.SCALAR, LINE) for k in scalars]
+            + [Need(k, schema.LAYER, draw) for k in layers for draw in (HEATMAP, BARS)])
 
 
 def figure(runs: list, view: View) -> dict:
-    """One heatmap row per series (per run: heatmap and bars)."""
+    """A row of built-in scalar lines (runs overlaid, one colour per key), then one heatmap row
+    per layer series (per run: heatmap and bars)."""
     keys = sorted({k for item in runs for k in list(item.series) + list(item.bars)})
     if not keys:
         return figures.placeholder(MISSING)
@@ -54,27 +67,53 @@ def figure(runs: list, view: View) -> dict:
     if not matching:
         return figures.placeholder(f"No series matches {view.filter!r} (of: "
                                    f"{', '.join(keys)}).")
-    shown = matching[:settings.MAX_GENERIC_KEYS]
+    scalars = [k for k in matching if _is_scalar(runs, k)]
+    shown = [k for k in matching if k not in scalars][:settings.MAX_GENERIC_KEYS]
     present = [item for item in runs if any(k in item.series or k in item.bars
                                             for k in shown)]
-    rows = []
+    rows = [(settings.SMALL_ROW_HEIGHT_PX, [1])] if scalars else []
     for key in shown:
         n = max(len(item.layers(key)) for item in present)
         rows.append((figures.heatmap_height(n), list(settings.HEATMAP_BAR_WIDTHS)
                      * len(present)))
     grid = Grid(rows)
     data, shapes, notes = [], [], []
-    for row, key in enumerate(shown):
+    if scalars:
+        data, shapes, notes = _scalar_row(grid, runs, scalars, view)
+    for row, key in enumerate(shown, start=1 if scalars else 0):
         d, s, a = heatmap_rows(grid, present, key, row, view, label=key, log=positive(
             present, key), colourscale=settings.LOG_COLOURSCALE, bar_colour=settings.BAR_COLOUR)
         data, shapes, notes = data + d, shapes + s, notes + a
+    shown = scalars + shown
     more = [k for k in matching if k not in shown]
     if more:
         notes.append({"text": f"also recorded: {', '.join(more)} (type in the filter)",
                       "showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": 0,
                       "xanchor": "left", "yanchor": "top", "font": {"color": "#666"}})
     return figures.figure(data, figures.base_layout(grid, shapes=shapes, annotations=notes,
-                                                    showlegend=False, meta={"keys": shown}))
+                                                    showlegend=bool(scalars), meta={"keys": shown}))
+
+
+def _is_scalar(runs: list, key: str) -> bool:
+    return any(key in item.series and not item.series[key].layers for item in runs) and \
+        not any(key in item.bars for item in runs)
+
+
+def _scalar_row(grid, runs: list, keys: list, view: View) -> tuple:
+    """Every free built-in scalar as a line in one plot (runs overlaid, dashed after the first
+    run), with the replay cursor."""
+    cell = grid.cells[0][0]
+    data = []
+    for i, key in enumerate(keys):
+        colour = settings.LAYER_COLOURS[i % len(settings.LAYER_COLOURS)]
+        for r, item in enumerate(runs):
+            for trace in scalar_lines(cell, item, key, name=key if r == 0 else
+                                      f"{key} ({item.label})", colour=colour):
+                if r:
+                    trace["line"] = {**trace.get("line", {}), "dash": "dot"}
+                data.append(trace)
+    note = figures.title(grid, cell, "built-in scalars no other panel draws")
+    return data, [figures.cursor(cell, view.step)], [note]
 
 
 def positive(runs: list, key: str) -> bool:

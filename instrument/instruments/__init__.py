@@ -21,11 +21,13 @@ from instrument.instruments.train_mode import TrainMode
 from instrument.instruments.update import Update
 from instrument.instruments.weight_norm import WeightNorm
 from instrument.instruments.zero_grad import ZeroGrad
+from instrument.registries import unique
 
-REGISTRY = (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations,
-            NonFinite,
-            # facts for the diagnosis rules
-            ZeroGrad, TrainMode, ForwardOrder, Inputs, InputStats, Criterion, Logits) + COCKPIT_INSTRUMENTS
+REGISTRY = unique(
+    (UserScalars, Hyperparams, GradNorm, WeightNorm, Update, AdaptiveLR, Activations, NonFinite,
+     # facts for the diagnosis rules
+     ZeroGrad, TrainMode, ForwardOrder, Inputs, InputStats, Criterion, Logits)
+    + COCKPIT_INSTRUMENTS, lambda cls: cls.name, "instruments")
 """Instrument classes by run order. ``watch(schedules={name: ...})`` keys are their names.
 Optional ones (``Instrument.optional``) exist only when a preset or a schedule names them."""
 

@@ -14,9 +14,12 @@ from instrument.cockpit.instruments.norm_test import NormTest
 from instrument.cockpit.instruments.ortho_test import OrthoTest
 from instrument.cockpit.instruments.tic_diag import TICDiag
 from instrument.cockpit.instruments.tic_trace import TICTrace
+from instrument.registries import unique
 
 # probe users first in pre_step order does not matter (the probe runs once, on first use)
-COCKPIT_INSTRUMENTS = (Distance, Alpha, NormTest, InnerTest, OrthoTest, GradHist1d, GradHist2d,
-                       HessTrace, TICDiag, TICTrace, HessMaxEV, MeanGSNR, CABS, EarlyStopping)
+COCKPIT_INSTRUMENTS = unique(
+    (Distance, Alpha, NormTest, InnerTest, OrthoTest, GradHist1d, GradHist2d, HessTrace, TICDiag,
+     TICTrace, HessMaxEV, MeanGSNR, CABS, EarlyStopping), lambda cls: cls.name,
+    "Cockpit instruments")
 
 __all__ = [c.__name__ for c in COCKPIT_INSTRUMENTS] + ["COCKPIT_INSTRUMENTS"]

@@ -28,14 +28,15 @@ from instrument.diagnosis.rules import (
                                         single_label_batch,
                                         vanishing_gradients,
 )
+from instrument.registries import unique
 
-RULES = tuple(m.RULE for m in (
+RULES = unique((m.RULE for m in (
     nonfinite, missing_zero_grad, eval_mode_training, probabilities_into_loss, input_scale,
     repeated_batch, single_label_batch, initial_loss, lr_too_high, exploding_gradients,
     clipping_saturated, lr_too_low, lr_schedule_increasing, loss_at_chance, frozen_parameters,
     frozen_in_optimizer,
     vanishing_gradients, dead_units, saturated_units, activation_scale,
-))
+)), lambda rule: rule.code, "rules")
 """All rules, in evaluation order."""
 
 CODES = tuple(r.code for r in RULES)
