@@ -25,14 +25,6 @@ SECONDARY = ("tic_trace", "mean_gsnr", "cabs", "early_stopping")
 
 PRESETS = {"economy": ECONOMY, "business": BUSINESS, "full": FULL}
 
-PER_SAMPLE = ("alpha", "grad_hist_1d", "grad_hist_2d", "norm_test", "inner_test", "ortho_test",
-              "tic_diag", "tic_trace", "mean_gsnr", "cabs", "early_stopping")
-"""Instruments that need the loss (``watch(loss_fn=...)`` or a captured functional loss):
-per-sample gradients or losses."""
-
-PROBE = ("tic_diag", "tic_trace", "hess_trace", "hess_max_ev")
-"""Instruments that need the curvature probe (and the criterion)."""
-
 CURVATURE_ENGINES = ("ggn", "diag_h")
 
 
