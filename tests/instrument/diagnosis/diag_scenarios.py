@@ -56,52 +56,67 @@ class Config:
     #   tiny_init, huge_init, log_softmax_into_ce, nll_on_logits, log_input, frozen_in_optimizer
 
 
-def make_model(cfg: Config) -> nn.Module:  # noqa: C901  (one branch per scenario model)
-    torch.manual_seed(cfg.seed)
-    if cfg.model == "mlp":
-        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32),
-                          nn.ReLU(), nn.Linear(32, 10))
-    elif cfg.model == "wide_mlp":
-        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128),
-                          nn.ReLU(), nn.Linear(128, 10))
-    elif cfg.model == "dropout_mlp":
-        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.2),
-                          nn.Linear(64, 10))
-    elif cfg.model == "tanh_mlp":
-        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 32),
-                          nn.Tanh(), nn.Linear(32, 10))
-        for layer in m:
-            if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
-    elif cfg.model == "deep_sigmoid":
-        layers = [nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid()]
-        for _ in range(7):
-            layers += [nn.Linear(32, 32), nn.Sigmoid()]
-        m = nn.Sequential(*layers, nn.Linear(32, 10))
-    elif cfg.model == "cnn":
-        m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16, 32),
-                          nn.ReLU(), nn.Linear(32, 10))
-    elif cfg.model == "bn_cnn":
-        m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.1), nn.Linear(16 * 16, 10))
-    else:
-        raise ValueError(cfg.model)
-    linears = [layer for layer in m if isinstance(layer, nn.Linear)]
+def _tanh_mlp() -> nn.Module:
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 32), nn.Tanh(),
+                      nn.Linear(32, 10))
+    for layer in m:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return m
+
+
+def _deep_sigmoid() -> nn.Module:
+    layers = [nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid()]
+    for _ in range(7):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Linear(32, 10))
+
+
+MODELS = {
+    "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32),
+                                 nn.ReLU(), nn.Linear(32, 10)),
+    "wide_mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(),
+                                      nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)),
+    "dropout_mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(),
+                                         nn.Dropout(0.2), nn.Linear(64, 10)),
+    "tanh_mlp": _tanh_mlp,
+    "deep_sigmoid": _deep_sigmoid,
+    "cnn": lambda: nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
+                                 nn.Linear(32, 10)),
+    "bn_cnn": lambda: nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16),
+                                    nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.1),
+                                    nn.Linear(16 * 16, 10)),
+}
+"""The scenario models by name (built after seeding, in make_model)."""
+
+
+def _seed_init_bugs(linears: list, bugs) -> None:
+    """The initialization bugs, applied in place."""
     with torch.no_grad():
-        if "big_last_layer" in cfg.bugs:
+        if "big_last_layer" in bugs:
             linears[-1].weight.mul_(50.0)
-        if "dead_bias" in cfg.bugs:
+        if "dead_bias" in bugs:
             linears[0].bias.fill_(-4.0)
-        if "tiny_init" in cfg.bugs:  # "small random numbers": N(0, 0.01), zero biases
+        if "tiny_init" in bugs:  # "small random numbers": N(0, 0.01), zero biases
             for layer in linears:
                 nn.init.normal_(layer.weight, std=0.01)
                 nn.init.zeros_(layer.bias)
-        if "huge_init" in cfg.bugs:
+        if "huge_init" in bugs:
             for layer in linears[1:-1] or linears:
                 layer.weight.mul_(60.0)
+
+
+def make_model(cfg: Config) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    if cfg.model not in MODELS:
+        raise ValueError(cfg.model)
+    m = MODELS[cfg.model]()
+    linears = [layer for layer in m if isinstance(layer, nn.Linear)]
+    _seed_init_bugs(linears, cfg.bugs)
     if "frozen_in_optimizer" in cfg.bugs:  # frozen, yet handed to the optimizer below
         linears[0].requires_grad_(False)
     if "unused_layer" in cfg.bugs:
