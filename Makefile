@@ -26,9 +26,9 @@ test: install
 	bash .ci/install-chromium
 	$(PY) -m pytest -q
 
-## the quick loop: everything but the browser, distributed and slow tests
+## the quick loop: everything but the browser, distributed, slow and framework (integrations) tests
 test-fast: install
-	$(PY) -m pytest -q -m "not browser and not distributed and not slow"
+	$(PY) -m pytest -q -m "not browser and not distributed and not slow and not integrations"
 
 ## pyflakes, complexity, import order, pyupgrade (configured in pyproject.toml)
 lint: install

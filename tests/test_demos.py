@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import instrument
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_digits_demo(tmp_path):
     run = str(tmp_path / "digits")
     out = subprocess.run([sys.executable, os.path.join(ROOT, "demos", "train_digits.py"),

@@ -7,8 +7,17 @@ headless, otherwise dash.testing retries the webdriver for 30 s and then fails; 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+
+# dash.testing stops its Flask server thread by raising an exception in it asynchronously
+# (PyThreadState_SetAsyncExc). If that lands while the thread is logging a request, the lock of
+# every handler it was in (pytest's own capture handlers, shared by all later tests) stays held,
+# and the next log call anywhere in the session waits forever (seen: a diagnosis test hung in
+# StoreWriter.close's warning). The server's request log is of no use to the tests: it is off,
+# so server threads never take those locks.
+logging.getLogger("werkzeug").disabled = True
 
 _chromium = shutil.which("chromium") or shutil.which("chromium-browser")
 if _chromium and "DASH_TEST_CHROMEPATH" not in os.environ:

@@ -192,6 +192,7 @@ def _codes(run):
     return {f.code for f in diagnose(run).findings}
 
 
+@pytest.mark.slow
 def test_initial_loss_fires_on_over_confident_logits_computed_in_forward(tmp_path):
     data = _tokens(3)
     healthy, _ = _run(str(tmp_path / "ok"), InForward(), data, strict=False)
@@ -202,6 +203,7 @@ def test_initial_loss_fires_on_over_confident_logits_computed_in_forward(tmp_pat
     assert len(ev) == 1 and int(ev["step"].iloc[0]) == 0  # live, in the store as well
 
 
+@pytest.mark.slow
 def test_loss_at_chance_fires_when_the_labels_carry_no_information(tmp_path):
     th = {"chance_min_step": 10, "chance_window": 10}
     g = torch.Generator().manual_seed(5)

@@ -77,6 +77,7 @@ def flagged_steps(run, steps):
     return flagged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make,shape", [(mlp, (20,)), (narrow_3c3d, (3, 16, 16))],
                          ids=["mlp_20_32_10", "narrow_3c3d"])
 def test_default_hess_max_ev_is_within_one_percent_or_flagged(tmp_path, make, shape):

@@ -91,6 +91,7 @@ def test_raw_pixels_symptoms_are_linked_to_their_cause(demo, tmp_path, capsys):
     assert "2 probably caused by another finding" in out
 
 
+@pytest.mark.slow
 def test_demo_runs_as_a_script(tmp_path):
     out = subprocess.run([sys.executable, DEMO, "--softmax-into-loss", "--steps", "5",
                           "--run", str(tmp_path / "r")], capture_output=True, text=True,
