@@ -11,6 +11,8 @@ from dashboard.runs import RunCatalog, UnknownRunError
 from instrument.store.errors import StoreError
 from tests.dashboard.stores import write_run
 
+pytestmark = pytest.mark.slow  # catalogues of hundreds of runs: in make test, not in make test-fast
+
 
 @pytest.fixture
 def logdir(tmp_path):

@@ -13,6 +13,8 @@ import torch
 import instrument
 from instrument.diagnosis.replay import diagnose
 
+pytestmark = pytest.mark.slow  # many real training runs: in make test, not in make test-fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 DEMO = os.path.join(ROOT, "demos", "buggy.py")

@@ -27,6 +27,8 @@ from instrument.diagnosis.rules import lr_schedule_increasing
 from instrument.store.records import StepData
 from tests.instrument.diagnosis.diag_scenarios import Config
 
+pytestmark = pytest.mark.slow  # many real training runs: in make test, not in make test-fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 TH = Thresholds()

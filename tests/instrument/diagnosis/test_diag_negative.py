@@ -18,6 +18,8 @@ from torch import nn
 import instrument
 from tests.instrument.diagnosis.diag_scenarios import Config
 
+pytestmark = pytest.mark.slow  # many real training runs: in make test, not in make test-fast
+
 HEALTHY = {
     "mlp_sgd_momentum": Config(),
     "mlp_adam_warmup": Config(optimizer="adam", lr=2e-3, schedule="warmup"),

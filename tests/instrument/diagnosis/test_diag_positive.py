@@ -11,6 +11,8 @@ import pytest
 
 from tests.instrument.diagnosis.diag_scenarios import Config
 
+pytestmark = pytest.mark.slow  # many real training runs: in make test, not in make test-fast
+
 SCENARIOS = {
     # code: (scenario name, config)
     "nonfinite": ("log_input", Config(bugs={"log_input"}, steps=5)),

@@ -12,6 +12,8 @@ import pytest
 from benchmarks import diagnosis_sweep as S
 from instrument.diagnosis.rules import CODES
 
+pytestmark = pytest.mark.slow  # many real training runs: in make test, not in make test-fast
+
 
 def _param(case):
     marks = [pytest.mark.slow] if case.slow else []
