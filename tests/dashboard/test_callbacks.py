@@ -15,6 +15,8 @@ from dashboard.panels import PANELS, events
 from instrument.store import reader
 from tests.dashboard import dashcall, stores
 
+pytestmark = pytest.mark.slow  # servers and stores in subprocesses: in make test, not in make test-fast
+
 
 @pytest.fixture
 def logdir(tmp_path):

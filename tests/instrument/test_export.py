@@ -13,6 +13,8 @@ from instrument.commands import export as export_cmd
 from instrument.store.reader import load
 from tests.helpers import batches, mlp, watch
 
+pytestmark = pytest.mark.slow  # exports of real runs in chunks: in make test, not in make test-fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -16,6 +16,8 @@ import instrument
 from instrument.store.schema import Keys
 from tests.helpers import batches, layer_frame, mlp, scalar_frame, watch
 
+pytestmark = pytest.mark.slow  # real training loops per shape: in make test, not in make test-fast
+
 
 def grad_norms(model):
     """Per-parameter gradient norms and their global norm, as the step will see them."""

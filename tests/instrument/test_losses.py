@@ -17,6 +17,8 @@ from instrument.diagnosis.replay import diagnose
 from instrument.store.schema import DKeys
 from tests.helpers import scalar_frame
 
+pytestmark = pytest.mark.slow  # real training runs per loss layout: in make test, not in make test-fast
+
 V, T, B = 5, 3, 6
 
 

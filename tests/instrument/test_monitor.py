@@ -119,6 +119,7 @@ def test_schedules_per_instrument(run_dir):
     assert run.meta["settings"]["schedules"]["activations"] == "every(3, offset=0)"
 
 
+@pytest.mark.slow
 def test_default_schedules(run_dir):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

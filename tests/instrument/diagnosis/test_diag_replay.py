@@ -18,6 +18,8 @@ from instrument.diagnosis.replay import diagnose
 from tests.instrument.diagnosis.test_diag_negative import HEALTHY
 from tests.instrument.diagnosis.test_diag_positive import SCENARIOS
 
+pytestmark = pytest.mark.slow  # real runs replayed through the CLI: in make test, not in make test-fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 

@@ -210,6 +210,7 @@ def test_locked_store(run_dir, monkeypatch):
         c.close()
 
 
+@pytest.mark.slow
 def test_reader_in_another_process_while_writing(run_dir):
     """A second process reads consistent, growing data while the writer thread writes."""
     w = make_store(run_dir, steps=1)
