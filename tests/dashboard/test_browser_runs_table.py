@@ -32,6 +32,7 @@ return out;
 """
 
 
+@pytest.mark.timeout(1200)  # writes 500 real stores first: minutes on a busy 2-core machine
 def test_table001_five_hundred_runs(dash_duo, tmp_path):
     logdir = tmp_path / "logs"
     sick = [Event("dead_units", "warning", "dead", step=3, layer="1"),
