@@ -51,6 +51,7 @@ def signature(view: View) -> str:
 
 def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
     """Read and draw ``panel`` from scratch."""
+    heads = _with_heads(catalog, view, heads)
     items = base.load(panel, catalog, view) if view.runs else []
     good = [item for item in items if item.error is None]
     graph = base.hook(panel, "GRAPH")
@@ -71,6 +72,21 @@ def render(panel, catalog, view: View, heads: dict | None = None) -> Refresh:
              and not any(item.present for item in good)
              and not any(base.nan_explains(panel, item) for item in good))
     return Refresh(fig, extra, _state(fig if graph else None, view, items, heads), empty)
+
+
+def _with_heads(catalog, view: View, heads: dict | None) -> dict | None:
+    """``heads`` plus the head of every run of ``view`` it lacks, read before the run's series.
+
+    The first screen renders before the page's first poll has brought the heads of the runs.
+    Without them the panel's state knew no newest event id or status, so the first poll found
+    them "changed" and drew health strip, header, scalars and events a second time (a full
+    figure each, a second or so after the first). Read first, a head is never newer than the
+    series drawn: anything logged in between still shows as a change at the next poll.
+    """
+    missing = [r for r in view.runs if r not in (heads or {})]
+    if not missing:
+        return heads
+    return {**{r: catalog.head(r) for r in missing}, **(heads or {})}
 
 
 def truthful(panel, fig, items: list):

@@ -252,3 +252,20 @@ def test_an_unreadable_run_is_not_redrawn_every_tick(tmp_path):
     out = refresh.refresh(scalars, cat, {"heads"}, view, fixed, first.state)
     assert isinstance(out.figure, dict)
     assert {t["meta"]["live"]["run"] for t in out.figure["data"]} == {"a", "bad"}
+
+
+def test_a_panel_drawn_before_the_first_poll_is_not_drawn_again_by_it(live):
+    """The first screen renders before the page's first poll brought the runs' heads; that
+    poll must not redraw it (it did, for every panel that re-renders on events or status)."""
+    writer, cat = live
+    view = View(["r"])
+    for panel in (scalars, events, header, grad_norm):
+        first = refresh.render(panel, cat, view, None)
+        polled = refresh.refresh(panel, cat, {"heads"}, view, {"r": cat.head("r")}, first.state)
+        assert polled.figure is no_update and polled.extra is no_update, panel.NAME
+    # a change after the render still shows at the next poll
+    before = refresh.render(events, cat, view, None)
+    writer.submit(stores.nonfinite_event(20))
+    _grow(writer, 20, 21)
+    out = refresh.refresh(events, cat, {"heads"}, view, {"r": cat.head("r")}, before.state)
+    assert out.figure["data"][0]["x"] == [20]
