@@ -152,7 +152,7 @@ def _panels(app, catalog) -> None:
                   Input(pid(VISIBLE, MATCH), "data"),
                   State(pid(STATE, MATCH), "data"), prevent_initial_call=True)
     def update_panel(view_data, heads, options, search, visible, state):
-        if not visible:  # drawn once near the screen (assets/lazy.js): the first one first
+        if not visible:  # its turn not come yet (assets/lazy.js: first screen first, one at a time)
             raise PreventUpdate
         panel = BY_NAME[ctx.outputs_list[0]["id"]["panel"]]
         trigger = {_trigger_kind(p) for p in ctx.triggered_prop_ids}

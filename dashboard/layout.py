@@ -17,7 +17,8 @@ GRAPH, EXTRA, STATE, OPTIONS = "panel-graph", "panel-extra", "panel-state", "pan
 """``type`` of the pattern-matching ids of a panel's graph, extra content, state, toggles."""
 BODY, FILTER, VISIBLE = "panel-body", "panel-filter", "panel-visible"
 """``type`` of a panel's collapsible body (class ``no-data`` hides the card), search box, and
-the flag ``assets/lazy.js`` sets once the panel is near the screen (panels draw on that)."""
+the flag ``assets/lazy.js`` sets when it is the panel's turn to draw (the first screen first,
+top-down, then the rest; panels draw on that)."""
 
 
 def pid(kind: str, panel: str) -> dict:
