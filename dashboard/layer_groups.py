@@ -45,13 +45,16 @@ def _segments(name: str) -> list:
 
 
 def _natural(prefix: str) -> tuple:
-    """Sort key: numbers as numbers (``h.2`` before ``h.10``)."""
-    return tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in _segments(prefix))
+    """Sort key: outer blocks first (``h.0`` .. ``h.47`` before the numbered children inside
+    them, ``h.0.mlp.0``), numbers as numbers (``h.2`` before ``h.10``)."""
+    parts = _segments(prefix)
+    return (sum(p.isdigit() for p in parts),
+            tuple((0, int(s), "") if s.isdigit() else (1, 0, s) for s in parts))
 
 
 def path_groups(names) -> list:
     """Every numbered child of a container with at least :data:`MIN_REPEATS` of them, as path
-    prefixes (``["h.0", "h.1", ...]``), in natural order.
+    prefixes (``["h.0", "h.1", ...]``): outer blocks first, in natural order.
 
     A segment is a numbered child when it is a non-negative integer (PyTorch names the children
     of ``Sequential`` and ``ModuleList`` so). A name ending in one is the numbered module

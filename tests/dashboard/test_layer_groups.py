@@ -69,11 +69,11 @@ def gpt_run(blocks: int, tied: bool = True) -> tuple:
 def test_gpt_blocks_and_types():
     got = check([gpt_run(3)])
     labels = [g["label"] for g in got]
-    # 12 parameters and 7 leaf modules per block; its Sequential MLP's children nest in it
-    assert labels[:4] == ["path h.0 (19 layers)", "path h.0.mlp.0 (3 layers)",
+    # 12 parameters and 7 leaf modules per block; the blocks first, then the children of
+    # their Sequential MLPs
+    assert labels[:6] == ["path h.0 (19 layers)", "path h.1 (19 layers)",
+                          "path h.2 (19 layers)", "path h.0.mlp.0 (3 layers)",
                           "path h.0.mlp.1 (1 layer)", "path h.0.mlp.2 (3 layers)"]
-    assert [g for g in labels if g.count(".") == 1 and g.startswith("path h.")] == [
-        "path h.0 (19 layers)", "path h.1 (19 layers)", "path h.2 (19 layers)"]
     assert {"Linear", "LayerNorm", "Embedding"} <= {g.split(" ")[1] for g in labels
                                                     if g.startswith("type ")}
     h1 = next(g for g in got if g["label"].startswith("path h.1 "))
