@@ -124,3 +124,38 @@ def test_random_names_against_brute_force():
         meta = {"model": {"layers": [{"name": m, "type": rng.choice(["Linear", "Conv2d"])}
                                      for m in mods]}}
         check([(names, meta)])
+
+
+def test_choices_of_real_stores_and_the_fill(tmp_path):
+    """The picker's options for two stores written through the real writer (one without a model
+    summary), and a pick filling exactly the layer search boxes."""
+    from dash import no_update
+
+    from dashboard import layer_groups_ui
+    from dashboard.panels import PANELS
+    from dashboard.panels.base import hook
+    from dashboard.runs import RunCatalog
+    from instrument.store.reader import load
+    from tests.dashboard import stores
+    from tests.dashboard.test_walltime import write
+
+    stores.write_run(str(tmp_path / "a"), steps=5)
+    write(str(tmp_path / "b"), 6, seed=0)  # layers a.weight, b.weight; no model summary
+    cat = RunCatalog(str(tmp_path))
+    runs = []
+    for name in ("a", "b"):
+        run = load(str(tmp_path / name))
+        names = {n for k in run.keys("layer") for n in run.layer_names(k)}
+        runs.append((sorted(names), run.meta))
+    assert "model" not in runs[1][1] and "b.weight" in runs[1][0]
+    got = layer_groups_ui.choices(cat, ["a", "b", "../nope"])
+    want = check(runs)
+    assert [(o["label"], o["value"]) for o in got] == [(g["label"], g["value"]) for g in want]
+    assert "path 0 (3 layers)" in [o["label"] for o in got]  # 0.weight, 0.bias, module 0
+    specs = [{"id": {"type": "panel-filter", "panel": p.NAME}} for p in PANELS]
+    filled = layer_groups_ui.fills(specs, got[0]["value"])
+    for panel, value in zip(PANELS, filled):
+        assert (value == got[0]["value"]) == bool(hook(panel, "LAYER_FILTER"))
+    cleared = layer_groups_ui.fills(specs, None)
+    for panel, value in zip(PANELS, cleared):
+        assert value == ("" if hook(panel, "LAYER_FILTER") else no_update)
