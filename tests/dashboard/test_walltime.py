@@ -39,10 +39,13 @@ def step_data(step: int, wall: float) -> StepData:
     return d
 
 
-def write(run_dir: str, steps: int, seed: int, *, close: bool = True, start: float = START):
+def write(run_dir: str, steps: int, seed: int, *, close: bool = True, start: float = START,
+          with_start: bool = True):
     os.makedirs(run_dir, exist_ok=True)
-    writer = StoreWriter(store_path(run_dir), {"name": os.path.basename(run_dir),
-                                               "start_time": start}, flush_interval=0.05)
+    meta = {"name": os.path.basename(run_dir)}
+    if with_start:
+        meta["start_time"] = start
+    writer = StoreWriter(store_path(run_dir), meta, flush_interval=0.05)
     wall = start + 5.0 + np.cumsum(durations(seed, steps))  # 5 s of set-up before step 0
     for s in range(0, steps, EVERY):
         writer.submit(step_data(s, float(wall[s])))
@@ -158,3 +161,16 @@ def test_step_move_and_live_append_land_on_wall_time(tmp_path):
                                               START), atol=2e-3)
     finally:
         writer.close()
+
+
+def test_without_start_time_the_first_logged_step_is_zero(tmp_path):
+    write(str(tmp_path / "r"), 60, seed=5, with_start=False)
+    cat = RunCatalog(str(tmp_path))
+    view = View(["r"], options=(walltime.WALL,))
+    item, = base.load(grad_norm, cat, view)
+    first_wall = brute(str(tmp_path / "r"), [0], 0.0)[0]  # wall time of step 0
+    assert "start_time" not in item.meta and item.clock.t0 == pytest.approx(first_wall, abs=1e-6)
+    x = _lines(grad_norm.figure([item], view), Keys.GRAD_NORM_TOTAL)[("r", "mean")]["x"]
+    np.testing.assert_allclose(x, brute(str(tmp_path / "r"), range(0, 60, EVERY),
+                                        item.clock.t0), atol=2e-3)
+    assert x[0] == 0.0
