@@ -6,7 +6,8 @@ AdamW, batch 8 x 64 tokens (a benchmark with asserted targets, not a test).
 2. The writer keeps up: one watched run of ``--steps`` steps with default schedules; the length
    of the training thread's queue to the writer thread is sampled every 50 steps, and must stay
    bounded (no growth from the first quarter of the run to the last).
-3. The store's size on disk, scaled to 10^4 steps.
+3. The store's size on disk, scaled to 10^4 steps, broken down by table and by series
+   (raw points against the downsampling pyramid's buckets; read with sqlite's ``dbstat``).
 4. ``--dashboard``: every dashboard refresh on that run, timed against its budget
    (``dashboard/probe.py``; imports dash, after training).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,43 @@ def queue_run(steps: int, run_dir: str) -> dict:
             "store_bytes": size, "store_mb_per_1e4_steps": size / steps * 1e4 / 1e6}
 
 
+def store_breakdown(run_dir: str, top: int = 8) -> dict:
+    """Bytes on disk per table (sqlite ``dbstat``: pages, indexes included) and the payload
+    bytes of the largest series in ``points`` (raw values) and ``buckets`` (the pyramid)."""
+    db = sqlite3.connect(os.path.join(run_dir, "avionics.db"))
+    try:
+        try:
+            tables = dict(db.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name "
+                                     "ORDER BY 2 DESC").fetchall())
+        except sqlite3.OperationalError:  # sqlite built without dbstat
+            tables = {}
+        names = dict(db.execute("SELECT id, key FROM series").fetchall())
+        points = db.execute("SELECT series, SUM(LENGTH(value)), COUNT(*) FROM points "
+                            "GROUP BY series ORDER BY 2 DESC").fetchall()
+        buckets = db.execute("SELECT series, SUM(LENGTH(count) + LENGTH(mean) + LENGTH(min) + "
+                             "LENGTH(max)), COUNT(*) FROM buckets GROUP BY series "
+                             "ORDER BY 2 DESC").fetchall()
+    finally:
+        db.close()
+    return {"tables": tables,
+            "points_bytes": sum(b for _, b, _ in points),
+            "buckets_bytes": sum(b for _, b, _ in buckets),
+            "series": len(names),
+            "top_points": [(names.get(s, s), b, n) for s, b, n in points[:top]],
+            "top_buckets": [(names.get(s, s), b, n) for s, b, n in buckets[:top]]}
+
+
+def print_breakdown(b: dict, steps: int) -> None:
+    per = 1e4 / steps / 1e6  # bytes in this run -> MB per 10^4 steps
+    print("store by table (MB per 10^4 steps): " + ", ".join(
+        f"{k} {v * per:.0f}" for k, v in b["tables"].items() if v * per >= 0.5))
+    print(f"{b['series']} series; payload: raw points {b['points_bytes'] * per:.0f} MB, "
+          f"pyramid buckets {b['buckets_bytes'] * per:.0f} MB per 10^4 steps")
+    for what in ("top_points", "top_buckets"):
+        print(f"largest series in {what[4:]}: " + ", ".join(
+            f"{k} {v * per:.1f} MB ({n} rows)" for k, v, n in b[what]))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2000, help="steps of the writer/store run")
@@ -93,6 +132,7 @@ def main(argv=None):
               f"{r['queue_last_quarter']:.1f} in the last; close() {r['close_s']:.2f} s; "
               f"store {r['store_bytes'] / 1e6:.1f} MB = {r['store_mb_per_1e4_steps']:.0f} MB "
               "per 10^4 steps", flush=True)
+        print_breakdown(store_breakdown(r["run_dir"]), r["steps"])
         assert r["queue_max"] <= QUEUE_BOUND, f"writer queue reached {r['queue_max']} steps"
         assert r["queue_last_quarter"] <= 2 * r["queue_first_quarter"] + 5, \
             "the writer queue grows: the writer does not keep up"

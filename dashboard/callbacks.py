@@ -17,7 +17,7 @@ from __future__ import annotations
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import navigation, refresh, runs_table
+from dashboard import layer_groups_ui, navigation, refresh, runs_table
 from dashboard.layout import (
     BODY,
     EXTRA,
@@ -40,6 +40,7 @@ def register(app, catalog, rows=None) -> None:
     _navigation(app, catalog)
     _replay(app)
     _panels(app, catalog)
+    layer_groups_ui.register(app, catalog)
 
 
 def _live(app, catalog, rows) -> None:

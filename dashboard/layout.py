@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from dashboard import figures, runs_table, settings
+from dashboard import figures, layer_groups_ui, runs_table, settings
 from dashboard.panels import PANELS
 from dashboard.panels.base import hook
 
@@ -73,6 +73,7 @@ def replay_bar() -> html.Div:
                             tooltip={"placement": "bottom", "always_visible": False}),
                  className="slider-box"),
         html.Span("", id="step-label", className="step-label"),
+        layer_groups_ui.picker(),  # fills every layer search box with a group's pattern
     ], className="replay-bar")
 
 

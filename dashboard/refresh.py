@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from dash import Patch, html, no_update
 
-from dashboard import downsample, figures, settings
+from dashboard import downsample, figures, settings, walltime
 from dashboard.panels import base
 from dashboard.panels.base import View
 from instrument.store import schema
@@ -212,6 +212,7 @@ def append(patch: Patch, state: dict, catalog, heads: dict) -> bool | None:
             return None
         size = entries[0][1]["size"]
         found = downsample.tail_buckets(steps, values, size, head)
+        found = walltime.live_found(run, entries[0][1], found)  # x: steps or seconds
         columns = _columns(run, key, kind, entries)
         for entry in entries:
             sent = _extend(patch, entry, found, kind, columns, head)
@@ -237,7 +238,7 @@ def _extend(patch: Patch, entry: list, found: tuple, kind: str, columns: dict,
         rest, _ = downsample.ema(y[complete:], counts=np.full(len(y) - complete, tag["size"]),
                                  state=tag_state)
         y, tag["ema"] = np.r_[done, rest], tag_state
-    x, y = downsample.int_list(last), downsample.round_sig(y)
+    x, y = last, downsample.round_sig(y)
     start = 0
     if tag.get("open"):  # the bucket that was still filling is the first one now
         patch["data"][index]["x"][points - 1] = x[0]
@@ -269,8 +270,9 @@ def move_step(patch: Patch, state: dict, catalog, view: View, heads: dict | None
     changed = False
     if state.get("step") != view.step:
         for j in state.get("cursors", []):
-            patch["layout"]["shapes"][j]["x0"] = view.step or 0
-            patch["layout"]["shapes"][j]["x1"] = view.step or 0
+            x = walltime.cursor_x(state.get("wall"), j, view.step, catalog)  # wall-time axis
+            patch["layout"]["shapes"][j]["x0"] = x
+            patch["layout"]["shapes"][j]["x1"] = x
             patch["layout"]["shapes"][j]["visible"] = view.step is not None
             changed = True
     opened: dict = {}
@@ -324,6 +326,7 @@ def _state(fig, view: View, items: list, heads: dict | None) -> dict:
            for item in items}
     return {"sig": signature(view), "at": time.time(), "live": live, "bars": bars,
             "cursors": cursors, "static": static, "step": view.step,
+            "wall": walltime.state_of(fig),
             "heads": {**own, **{r: h for r, h in (heads or {}).items() if r in own}}}
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dashboard import downsample, settings
+from dashboard import downsample, settings, walltime
 from dashboard.figures import run_colour
 from instrument.store import schema
 from instrument.store.errors import StoreError
@@ -137,6 +137,7 @@ class RunInput:
     present: list = field(default_factory=list)  # keys the panel needs that the run has
     nonfinite_step: int | None = None  # first step with a NaN/Inf event, if any
     layer_filter: str = ""  # the search box's pattern its layer series were read with
+    clock: walltime.Clock | None = None  # step -> seconds, when the view is on wall time
 
     def step(self, view: View) -> int | None:
         """The step this run shows for ``view`` (the selected one, else its last)."""
@@ -217,6 +218,8 @@ def load(panel, catalog, view: View) -> list:
                 _read(run, item, needs, view, per_line, columns, item.layer_filter)
                 if hook(panel, "load_extra") is not None:
                     item.extra = panel.load_extra(run, view)
+                if walltime.on(view):
+                    item.clock = walltime.read_clock(run, item, view)
             except READ_ERRORS as exc:
                 item.error = _message(exc)
     return [o[0] for o in opened]

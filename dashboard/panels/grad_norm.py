@@ -7,7 +7,7 @@ Compared runs overlay in the global plot and sit side by side in the per-layer r
 
 from __future__ import annotations
 
-from dashboard import figures, settings
+from dashboard import figures, settings, walltime
 from dashboard.figures import Grid
 from dashboard.panels.base import BARS, HEATMAP, LINE, Need, View
 from dashboard.panels.traces import heatmap_rows, scalar_lines
@@ -20,7 +20,7 @@ REQUIRES = (Keys.GRAD_NORM_TOTAL, Keys.GRAD_NORM_TOTAL_BEFORE_CLIP, Keys.GRAD_NO
 MISSING = ("No gradient norms were recorded: the 'grad_norm' instrument was switched off in "
            "schedules=, or no optimizer step has been logged yet.")
 LOG_Y = "logy"
-OPTIONS = ((LOG_Y, "log y (global)"),)
+OPTIONS = ((LOG_Y, "log y (global)"), walltime.OPTION)
 INSTRUMENTS = ("grad_norm",)
 """The instruments that record its series: when they were on and the run went NaN/Inf, the
 panel says so instead of asking to switch them on."""
@@ -55,26 +55,26 @@ def figure(runs: list, view: View) -> dict:
         rows.append((figures.heatmap_height(n),
                      list(settings.HEATMAP_BAR_WIDTHS) * len(per_layer)))
     grid = Grid(rows)
-    data, shapes, notes = [], [], []
+    data, shapes, notes, placed = [], [], [], []
     if total:
         cell = grid.cells[0][0]
-        shapes.append(figures.cursor(cell, view.step))
+        shapes += _cursors(grid, cell, total, view, placed)
         clipping = any(Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in item.series for item in total)
         notes.append(figures.title(grid, cell, "global gradient norm" + (
             " (dashed: before clipping)" if clipping else "")))
         if LOG_Y in view.options:
             grid.axis(cell, "y")["type"] = "log"
-        for item in total:
-            data += scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL,
-                                 name=f"{item.label} (after clipping)" if clipping else item.label,
-                                 colour=item.colour, legend=len(runs) > 1 or clipping)
-            data += before_clip_lines(cell, item)
+        for item in _placeable(total, view):
+            own = scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL,
+                               name=f"{item.label} (after clipping)" if clipping else item.label,
+                               colour=item.colour, legend=len(runs) > 1 or clipping)
+            data += walltime.convert(own + before_clip_lines(cell, item), item.clock)
     if chosen:
         cell = grid.cells[1 if total else 0][0]
-        shapes.append(figures.cursor(cell, view.step))
+        shapes += _cursors(grid, cell, chosen, view, placed)
         notes.append(figures.title(grid, cell, f"grad norm of {view.layer}, runs overlaid"))
         grid.axis(cell, "y")["type"] = "log"
-        data += chosen_lines(cell, chosen, view.layer)
+        data += chosen_lines(cell, _placeable(chosen, view), view.layer)
     if per_layer:
         d, s, a = heatmap_rows(grid, per_layer, Keys.GRAD_NORM, len(grid.cells) - 1, view,
                                label="grad norm", log=True,
@@ -84,7 +84,25 @@ def figure(runs: list, view: View) -> dict:
                                  showlegend=len(runs) > 1 or any(
                                      Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in item.series
                                      for item in total))
+    if walltime.on(view):
+        walltime.mark(layout, placed, runs)
     return figures.figure(data, layout)
+
+
+def _cursors(grid, cell, runs: list, view: View, placed: list) -> list:
+    """The replay cursor of a line plot: at the step, or on wall time one per run (added to
+    ``placed``), with the x axis titled accordingly."""
+    grid.axis(cell, "x")["title"] = {"text": walltime.axis_title(view), "standoff": 2}
+    if not walltime.on(view):
+        return [figures.cursor(cell, view.step)]
+    own = walltime.cursors(cell, runs, view)
+    placed += own
+    return [shape for shape, _ in own]
+
+
+def _placeable(runs: list, view: View) -> list:
+    """The runs a line plot can draw: all on a step axis, those with a clock on wall time."""
+    return [item for item in runs if not walltime.on(view) or item.clock is not None]
 
 
 
@@ -102,10 +120,10 @@ def chosen_lines(cell, runs: list, layer: str) -> list:
     for item in runs:
         ds = item.series[Keys.GRAD_NORM]
         j = list(ds.layers).index(layer)
-        out.append(figures.line(cell, ds.step, ds.mean[:, j], item.label, item.colour,
-                                group=f"{item.id}:chosen", showlegend=False,
-                                hover=f"{item.label} {layer} %{{y}} @ step %{{x}}"
-                                      "<extra></extra>"))
+        out += walltime.convert([figures.line(
+            cell, ds.step, ds.mean[:, j], item.label, item.colour, group=f"{item.id}:chosen",
+            showlegend=False, hover=f"{item.label} {layer} %{{y}} @ step %{{x}}<extra></extra>")],
+            item.clock)
     return out
 
 

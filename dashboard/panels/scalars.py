@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard import figures, findings, settings
+from dashboard import figures, findings, settings, walltime
 from dashboard.figures import Grid
 from dashboard.panels.base import LINE, Need, View, select, user_scalars
 from dashboard.panels.traces import scalar_lines
@@ -29,7 +29,7 @@ REQUIRES = (schema.Keys.LOSS, "<any key passed to monitor.log()>")
 MISSING = ("No loss or other scalar was logged yet. Call monitor.log(loss=loss) in the training "
            "loop (any keyword becomes a scalar here).")
 EMA, LOG_Y, ROBUST = "ema", "logy", "robust"
-OPTIONS = ((EMA, "EMA smoothing"), (LOG_Y, "log y"), (ROBUST, "robust y range"))
+OPTIONS = ((EMA, "EMA smoothing"), (LOG_Y, "log y"), (ROBUST, "robust y range"), walltime.OPTION)
 ALWAYS_SHOWN = True
 """Shown even when the runs recorded nothing it draws (it says how to record it)."""
 FILTER = "filter metrics (regex)"
@@ -65,10 +65,10 @@ def figure(runs: list, view: View) -> dict:
     shown = matching[:settings.MAX_SCALAR_PLOTS]
     grid = _grid(len(shown))
     cells = [c for row in grid.cells for c in row]
-    data, shapes, notes = [], [], []
+    data, shapes, notes, placed = [], [], [], []
     for key, cell in zip(shown, cells):
-        d, s, a = _cell(grid, cell, key, runs, view, first=key == shown[0])
-        data, shapes, notes = data + d, shapes + s, notes + a
+        d, s, a, c = _cell(grid, cell, key, runs, view, first=key == shown[0])
+        data, shapes, notes, placed = data + d, shapes + s, notes + a, placed + c
     more = len(matching) - len(shown)
     meta = {"keys": shown, "more": more}
     if more > 0:
@@ -77,6 +77,8 @@ def figure(runs: list, view: View) -> dict:
                       "xanchor": "right", "yanchor": "top", "font": {"color": "#9a6700"}})
     layout = figures.base_layout(grid, shapes=shapes, annotations=notes,
                                  showlegend=len(runs) > 1, meta=meta)
+    if walltime.on(view):
+        walltime.mark(layout, placed, runs)
     return figures.figure(data, layout)
 
 
@@ -92,23 +94,29 @@ def _grid(n: int) -> Grid:
 
 
 def _cell(grid: Grid, cell, key: str, runs: list, view: View, first: bool) -> tuple:
-    """Traces, shapes and annotations of the plot of ``key``."""
-    data, shapes = [], [figures.cursor(cell, view.step)]
+    """Traces, shapes and annotations of the plot of ``key``, and its wall-time cursors
+    ``[(shape, run)]`` (see :func:`dashboard.walltime.mark`)."""
+    wall = walltime.on(view)
+    placed = walltime.cursors(cell, runs, view) if wall else []
+    data, shapes = [], [p[0] for p in placed] if wall else [figures.cursor(cell, view.step)]
     smooth = EMA in view.options
     bad_note = ""
     for item in runs:
-        data += scalar_lines(cell, item, key, name=item.label, colour=item.colour,
-                             smooth=smooth, legend=first and len(runs) > 1)
+        if wall and item.clock is None:
+            continue  # no logged step to place it by
+        own = scalar_lines(cell, item, key, name=item.label, colour=item.colour,
+                           smooth=smooth, legend=first and len(runs) > 1)
         marks, span = nonfinite_marks(item, key)
         if marks is not None:
-            data.append(marks)
+            own.append(marks)
         if span is not None:
-            shapes.append(_shade(cell, *span))
+            shapes.append(walltime.shape_x(_shade(cell, *span), item.clock))
             bad_note = f"  ·  NaN/Inf from step {span[0]:,}"
         if key == schema.Keys.LOSS:
-            data += finding_marks(cell, item)
+            own += finding_marks(cell, item)
         if marks is not None:
             marks.update({"xaxis": cell.xref, "yaxis": cell.yref})
+        data += walltime.convert(own, item.clock)
     notes = [figures.title(grid, cell, key + _bucket_note(runs, key) + bad_note)]
     axis = grid.axis(cell, "y")
     values = _finite(runs, key)
@@ -118,8 +126,8 @@ def _cell(grid: Grid, cell, key: str, runs: list, view: View, first: bool) -> tu
         lo, hi = robust_range(values, log=axis.get("type") == "log")
         if lo is not None:
             axis["range"] = [lo, hi]
-    grid.axis(cell, "x")["title"] = {"text": "step", "standoff": 2}
-    return data, shapes, notes
+    grid.axis(cell, "x")["title"] = {"text": walltime.axis_title(view), "standoff": 2}
+    return data, shapes, notes, placed
 
 
 def _finite(runs: list, key: str) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard import downsample, figures, settings
+from dashboard import downsample, figures, layer_groups, settings
 from dashboard.figures import Cell, band, bars, heatmap, line, live_tag
 from dashboard.panels.base import RunInput, View, cursor_of
 from instrument.store import schema
@@ -110,12 +110,10 @@ def zero_cells(cell: Cell, item: RunInput, key: str) -> dict | None:
 def layer_labels(layers: list, meta: dict) -> list:
     """``"0.weight (Linear)"``: each layer with the class of the module it belongs to (from
     the run's model summary), the name alone when the summary does not say."""
-    types = {m.get("name"): m.get("type") for m in ((meta or {}).get("model") or {}).get(
-        "layers", []) if isinstance(m, dict)}
+    types = layer_groups.module_types(meta)
     out = []
     for name in layers:
-        module = name if name in types else name.rsplit(".", 1)[0]
-        kind = types.get(module)
+        kind = layer_groups.module_type(name, types)
         out.append(f"{name} ({kind})" if kind else name)
     return out
 

@@ -1,5 +1,6 @@
 """Activation statistics of every leaf module's output: mean, std, min, max, the fraction of
-exact zeros, the fraction of dead units, the saturation fraction and the non-finite count.
+exact zeros, the fraction of dead units, the saturation fraction and the number of calls whose
+output held a NaN or an Inf.
 
 * A module called several times in a step (gradient accumulation, weight sharing) is
   summarized over all its calls: sums add up, extremes combine, and a unit is dead only if it
@@ -13,6 +14,11 @@ exact zeros, the fraction of dead units, the saturation fraction and the non-fin
   outputs within :data:`SATURATION_MARGIN` of either end of the range.
 * Statistics are computed in float32 (bf16/fp16 outputs are accumulated in float32), with
   branch-free reductions chosen for speed on CPU and GPU.
+* ``act/nonfinite`` counts the calls of the step whose output held a NaN or an Inf. It is read
+  off the float32 sum the mean needs (NaN or Inf exactly when an element is, unless finite
+  values sum past 3e38), not counted per element: an elementwise count cost a quarter of this
+  instrument on large outputs. Where an output held a NaN, its mean, std and zero fraction are
+  NaN too (not measurable); the ``nonfinite`` instrument names the first module it came from.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
 def call_stats(x: torch.Tensor, rng) -> torch.Tensor:
     """``[sum, sumsq, nonzero, saturated, nonfinite]`` of ``x`` as float32 on x's device."""
     total, sumsq = sum_and_sumsq(x)
-    nonzero = _count(x.bool())
-    diff = x - x  # 0 where finite, NaN where NaN or +-Inf
-    nonfinite = torch.nan_to_num_(diff, nan=1.0).sum(dtype=torch.float32)
+    # |sign| is 1 where x != 0 (NaN where x is NaN): on large CPU tensors twice as fast as
+    # counting a bool mask, and no slower elsewhere
+    nonzero = torch.sign(x).abs_().sum(dtype=torch.float32)
+    nonfinite = torch.isfinite(total).logical_not().float()  # this call's output held NaN/Inf
     if rng is None:
         saturated = torch.zeros((), dtype=torch.float32, device=x.device)
     else:
@@ -56,7 +63,7 @@ def call_stats(x: torch.Tensor, rng) -> torch.Tensor:
         mid, half = (lo + hi) / 2, (hi - lo) / 2
         dev = x.abs() if mid == 0 else (x - mid).abs()
         saturated = _count(dev > (1 - SATURATION_MARGIN) * half)
-    return torch.stack([total, sumsq, nonzero.float(), saturated.float(), nonfinite])
+    return torch.stack([total.float(), sumsq.float(), nonzero, saturated.float(), nonfinite])
 
 
 class Activations(Instrument):

@@ -159,8 +159,17 @@ def _calling_scaler():
     for _ in range(SCALER_FRAMES):
         if frame is None:
             return None
-        scaler = frame.f_locals.get("self")
-        if isinstance(scaler, torch.amp.GradScaler):
-            return scaler if scaler.is_enabled() and scaler._scale is not None else None
+        code = frame.f_code
+        # reading f_locals builds a dict of the frame's locals: only for frames that can be a
+        # scaler's method (its name, and ``self`` as first argument)
+        if code.co_name in _SCALER_METHODS and code.co_argcount and \
+                code.co_varnames[0] == "self":
+            scaler = frame.f_locals.get("self")
+            if isinstance(scaler, torch.amp.GradScaler):
+                return scaler if scaler.is_enabled() and scaler._scale is not None else None
         frame = frame.f_back
     return None
+
+
+_SCALER_METHODS = frozenset(name for name, value in vars(torch.amp.GradScaler).items()
+                            if callable(value)) | {"step", "_maybe_opt_step"}

@@ -75,6 +75,7 @@ class StoreWriter:
         self._error: BaseException | None = None
         self._failed = False
         self._closed = False
+        self.wakeups = 0  # rounds of the writer thread's loop (it must sleep between them)
         create_store(path, {**meta, "status": schema.RUNNING, "heartbeat": time.time()})
         mode = mode or os.environ.get(MODE_ENV, "process")
         self._sink = _open_sink(mode, path, list(observers), strict, self)
@@ -149,6 +150,7 @@ class StoreWriter:
         closing = False
         while not closing:
             wait = max(0.0, min(next_flush, next_beat) - time.monotonic())
+            self.wakeups += 1
             for item in self._take(wait):
                 if item is _CLOSE:
                     closing = True
@@ -166,7 +168,11 @@ class StoreWriter:
                 if beat:
                     next_beat = now + schema.HEARTBEAT_INTERVAL_S
             if self._failed:
+                # nothing is written any more, heartbeats included: a deadline left in the
+                # past would make the wait 0 and the thread spin until close(), taking a core
+                # and the GIL from training
                 pending = []
+                next_beat = now + schema.HEARTBEAT_INTERVAL_S
             if not pending and next_flush <= now:
                 # idle: look again one interval later (a past deadline would make the wait 0
                 # and the thread spin, taking a core and the GIL from training)

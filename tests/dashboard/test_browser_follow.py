@@ -8,7 +8,7 @@ from dash.testing.wait import until
 
 from dashboard import create_app
 from tests.dashboard import browser
-from tests.dashboard.test_browser_live import _live_x, _start_demo
+from tests.dashboard.test_browser_live import _live_x, _start_demo, assert_points_keep_arriving
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +23,7 @@ def test_follow001_page_opened_before_training_shows_the_new_run_live(dash_duo, 
     try:
         until(lambda: len(_live_x(dash_duo, "live")) > 0, timeout=90, poll=1,
               msg="the new run was not shown without a click")
-        first = len(_live_x(dash_duo, "live"))
-        assert demo.poll() is None, "the demo finished before the test could watch it"
-        until(lambda: len(_live_x(dash_duo, "live")) >= first + 20, timeout=60,
-              msg="no new loss points arrived while the demo trained")
-        xs = _live_x(dash_duo, "live")
-        assert xs == list(range(xs[0], xs[0] + len(xs))), "a step is missing or doubled"
+        assert_points_keep_arriving(dash_duo, demo, "live")
     finally:
         demo.terminate()
         demo.wait(timeout=30)

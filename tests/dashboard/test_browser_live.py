@@ -40,6 +40,17 @@ def _live_x(dash_duo, run: str) -> list:
     return []
 
 
+def assert_points_keep_arriving(dash_duo, demo, run: str) -> None:
+    """While ``demo`` trains, the drawn loss of ``run`` gains 20 points, with no step missing
+    or doubled."""
+    first = len(_live_x(dash_duo, run))
+    assert demo.poll() is None, "the demo finished before the test could watch it"
+    until(lambda: len(_live_x(dash_duo, run)) >= first + 20, timeout=60,
+          msg="no new loss points arrived while the demo trained")
+    xs = _live_x(dash_duo, run)
+    assert xs == list(range(xs[0], xs[0] + len(xs))), "a step is missing or doubled"
+
+
 def test_live001_new_run_appears_and_points_arrive(dash_duo, tmp_path):
     stores.write_run(str(tmp_path / "old"), steps=10)
     dash_duo.start_server(create_app(str(tmp_path), poll_interval_ms=500))
@@ -55,12 +66,7 @@ def test_live001_new_run_appears_and_points_arrive(dash_duo, tmp_path):
         browser.tick_run(dash_duo, "live")
         until(lambda: len(_live_x(dash_duo, "live")) > 0, timeout=60,
               msg="the live run's loss never appeared")
-        first = len(_live_x(dash_duo, "live"))
-        assert demo.poll() is None, "the demo finished before the test could watch it"
-        until(lambda: len(_live_x(dash_duo, "live")) >= first + 20, timeout=60,
-              msg="no new loss points arrived while the demo trained")
-        xs = _live_x(dash_duo, "live")
-        assert xs == list(range(xs[0], xs[0] + len(xs))), "a step is missing or doubled"
+        assert_points_keep_arriving(dash_duo, demo, "live")
         header = browser.text(dash_duo, browser.element_id("panel-extra", "header"))
         assert "running" in header
     finally:

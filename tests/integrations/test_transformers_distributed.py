@@ -21,7 +21,7 @@ from avdist_harness import run_ranks  # noqa: E402
 from tests.integrations.hf_dist_body import train_ranks  # noqa: E402
 
 pytestmark = [pytest.mark.integrations, pytest.mark.distributed, pytest.mark.slow,
-              pytest.mark.timeout(400),
+              pytest.mark.timeout(900),
               pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                  reason="needs torch.distributed with gloo")]
 

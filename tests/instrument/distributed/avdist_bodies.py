@@ -246,11 +246,10 @@ def reference(case: Case, world: int = 2) -> dict:
                 rec["adaptive_lr"][n] = torch.quantile(vals.float(), torch.tensor([0.1, 0.5, 0.9])).tolist()
         for n, _ in leaves:
             a = torch.cat([t.double().reshape(-1) for t in captured[n]])
-            finite = torch.isfinite(a)
             rec["act"][n] = {
                 "mean": a.mean().item(), "std": a.std().item(), "min": a.min().item(),
                 "max": a.max().item(), "zero_frac": (a == 0).double().mean().item(),
-                "nonfinite": float((~finite).sum().item()),
+                "nonfinite": float(sum(not torch.isfinite(t).all() for t in captured[n])),
                 "saturation_frac": ((a.abs() > TANH_SATURATION).double().mean().item()
                                     if n == "3" else math.nan)}
             for r in range(world):  # dead units on each rank's own rows (per-rank stores)

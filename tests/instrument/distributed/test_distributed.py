@@ -27,7 +27,7 @@ from instrument.store.schema import (
     Keys,  # noqa: E402
 )
 
-pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240),
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900),
               pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                  reason="needs torch.distributed with gloo")]
 

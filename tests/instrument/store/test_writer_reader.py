@@ -281,10 +281,33 @@ def test_disk_error_is_raised_on_the_training_thread_under_strict(run_dir, monke
     os.makedirs(run_dir)
     w = StoreWriter(store_path(run_dir), {}, flush_interval=0.01, strict=True, mode="thread")
     names = [f"l{i}" for i in range(200)]
-    with pytest.raises(sqlite3.OperationalError, match="full"):
-        for s in range(500):
-            w.submit(StepData(s, layers={"g": LayerValues(names, np.full(200, s))}))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for s in range(500):
+                w.submit(StepData(s, layers={"g": LayerValues(names, np.full(200, s))}))
+            w.flush()
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_failed_writer_sleeps_until_closed(run_dir, mode):
+    """After a write error the writer thread has nothing to do until close(): it must not spin
+    (a spinning thread takes a core and, through the GIL, slows the training thread)."""
+    os.makedirs(run_dir)
+    w = StoreWriter(store_path(run_dir), {}, flush_interval=0.05, strict=False, mode=mode)
+    try:
+        w.submit(StepData(0, scalars={"loss": 1.0}))
         w.flush()
+        w._fail(OSError("disk gone"))  # what any failing sink reports
+        first = w.wakeups
+        time.sleep(1.0)
+        # one round per flush interval and heartbeat at most (about 21 in 1 s); a spinning
+        # loop makes thousands, however loaded the machine
+        assert w.wakeups - first < 100, f"{w.wakeups - first} rounds in 1 s: the thread spins"
+        assert not w.alive
+    finally:
+        w.close()
 
 
 def test_worker_process_death_stops_recording_with_one_warning(run_dir, caplog):
