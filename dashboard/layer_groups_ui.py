@@ -21,6 +21,10 @@ PICKER = "layer-group"
 """Id of the dropdown."""
 SEEN = "layer-group-seen"
 """Id of the store holding what the choices were computed for (runs and their series count)."""
+PATTERNS = "layer-group-patterns"
+"""Id of the store mapping each choice to its search-box pattern. The dropdown's values are the
+short labels: a module type's pattern lists every layer of that type (thousands of characters
+for a transformer's Linear layers), and such option values made Chromium's tab crash."""
 FILTER = "panel-filter"
 """``type`` of the panels' search boxes (see :mod:`dashboard.layout`)."""
 
@@ -32,6 +36,7 @@ def picker() -> html.Div:
                      placeholder="layer group: all layers",
                      style={"width": "260px"}, optionHeight=28),
         dcc.Store(id=SEEN),
+        dcc.Store(id=PATTERNS),
     ], className="layer-group", title="pick a block (numbered module) or a module type: "
                                       "every per-layer panel then shows just its layers")
 
@@ -44,8 +49,9 @@ def run_layers(run) -> tuple:
     return names, run.meta
 
 
-def choices(catalog, runs: list) -> list:
-    """Dropdown options for ``runs`` (unreadable runs add nothing)."""
+def choices(catalog, runs: list) -> tuple:
+    """``(dropdown options, {option value: pattern})`` for ``runs`` (unreadable runs add
+    nothing). An option's value is its label; the pattern it picks is looked up on a pick."""
     found = []
     for name in runs:
         with catalog.reading(name) as (run, error):
@@ -55,8 +61,9 @@ def choices(catalog, runs: list) -> list:
                 found.append(run_layers(run))
             except READ_ERRORS:
                 continue
-    return [{"label": g["label"], "value": g["value"], "title": g["value"]}
-            for g in layer_groups.groups(found)]
+    groups = layer_groups.groups(found)
+    return ([{"label": g["label"], "value": g["label"]} for g in groups],
+            {g["label"]: g["value"] for g in groups})
 
 
 def fills(outputs: list, value) -> list:
@@ -74,18 +81,19 @@ def register(app, catalog) -> None:
     """The picker's two callbacks: its choices follow the selected runs (and their new
     series); a pick fills the layer search boxes."""
 
-    @app.callback(Output(PICKER, "options"), Output(SEEN, "data"),
+    @app.callback(Output(PICKER, "options"), Output(SEEN, "data"), Output(PATTERNS, "data"),
                   Input("view", "data"), Input("heads", "data"), State(SEEN, "data"))
     def update_choices(view, heads, seen):
         runs = list((view or {}).get("runs") or [])
         key = [[r, ((heads or {}).get(r) or {}).get("series")] for r in runs]
         if key == seen:
             raise PreventUpdate  # a step move or a poll without new series
-        return choices(catalog, runs), key
+        options, patterns = choices(catalog, runs)
+        return options, key, patterns
 
     @app.callback(Output({"type": FILTER, "panel": ALL}, "value"), Input(PICKER, "value"),
-                  prevent_initial_call=True)
-    def pick(value):
-        return fills(ctx.outputs_list, value)
+                  State(PATTERNS, "data"), prevent_initial_call=True)
+    def pick(value, patterns):
+        return fills(ctx.outputs_list, (patterns or {}).get(value) if value else None)
 
     app._avionics_layer_groups = update_choices, pick

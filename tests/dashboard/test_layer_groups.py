@@ -148,14 +148,17 @@ def test_choices_of_real_stores_and_the_fill(tmp_path):
         names = {n for k in run.keys("layer") for n in run.layer_names(k)}
         runs.append((sorted(names), run.meta))
     assert "model" not in runs[1][1] and "b.weight" in runs[1][0]
-    got = layer_groups_ui.choices(cat, ["a", "b", "../nope"])
+    got, patterns = layer_groups_ui.choices(cat, ["a", "b", "../nope"])
     want = check(runs)
-    assert [(o["label"], o["value"]) for o in got] == [(g["label"], g["value"]) for g in want]
+    # short option values (the labels); the patterns are looked up on a pick
+    assert [(o["label"], o["value"], patterns[o["value"]]) for o in got] == \
+        [(g["label"], g["label"], g["value"]) for g in want]
     assert "path 0 (3 layers)" in [o["label"] for o in got]  # 0.weight, 0.bias, module 0
     specs = [{"id": {"type": "panel-filter", "panel": p.NAME}} for p in PANELS]
-    filled = layer_groups_ui.fills(specs, got[0]["value"])
+    pattern = patterns[got[0]["value"]]
+    filled = layer_groups_ui.fills(specs, pattern)
     for panel, value in zip(PANELS, filled):
-        assert (value == got[0]["value"]) == bool(hook(panel, "LAYER_FILTER"))
+        assert (value == pattern) == bool(hook(panel, "LAYER_FILTER"))
     cleared = layer_groups_ui.fills(specs, None)
     for panel, value in zip(PANELS, cleared):
         assert value == ("" if hook(panel, "LAYER_FILTER") else no_update)
