@@ -23,8 +23,7 @@ def reference_stats(outputs, unit_dim, bounded):
     out = {
         Keys.ACT_MEAN: flat.mean(), Keys.ACT_STD: flat.std(ddof=1),
         Keys.ACT_MIN: flat.min(), Keys.ACT_MAX: flat.max(),
-        # |sign| counts non-zeros: a NaN makes the zero fraction NaN (not measurable)
-        Keys.ACT_ZERO_FRAC: np.nan if np.isnan(flat).any() else (flat == 0).mean(),
+        Keys.ACT_ZERO_FRAC: (flat == 0).mean(),
         Keys.ACT_DEAD_FRAC: (np.abs(units).max(axis=1) == 0).mean(),
         Keys.ACT_UNIT_OBSERVATIONS: float(units.shape[1]),
         # calls whose output held a NaN or an Inf
