@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import overhead  # noqa: E402
+from models import MANY_LAYERS  # noqa: E402
 
 from instrument.instruments import REGISTRY, SCHEDULABLE  # noqa: E402
 
@@ -41,13 +42,15 @@ def ablation_settings() -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="mlp", help=f"of {','.join(overhead.MODELS)}")
+    p.add_argument("--model", default="mlp",
+                   help=f"of {','.join([*overhead.MODELS, *MANY_LAYERS])}")
     p.add_argument("--optimizer", default="sgd", help=f"of {','.join(overhead.OPTIMIZERS)}")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--block", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    overhead.MODELS.update(MANY_LAYERS)
     extra = ablation_settings()
     overhead.SETTINGS.update(extra)
     settings = ["plain", "default", "floor: bare norms", *extra]

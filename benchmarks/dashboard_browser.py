@@ -195,10 +195,15 @@ def page_time(driver) -> float:
     return now / 1e3, time.perf_counter() - (time.time() - origin / 1e3 - now / 1e3)
 
 
-def load(driver, url: str) -> float:
+def load(driver, url: str) -> tuple:
+    """``(first viewport drawn, every panel drawn)`` in seconds from navigation start. The
+    second is read when the driver's poll is answered after every panel (below the first
+    screen too) has drawn: the page is responsive again by then."""
     driver.get("about:blank")
     driver.get(url)
-    return wait_for(driver, "return window.__bench && window.__bench.first") / 1e3
+    first = wait_for(driver, "return window.__bench && window.__bench.first") / 1e3
+    wait_for(driver, ALL_DRAWN)
+    return first, driver.execute_script("return performance.now()") / 1e3
 
 
 def move(driver, handle, step: int) -> float:
@@ -282,12 +287,13 @@ def main(argv=None) -> int:
     step = args.steps // 2
     url = f"http://127.0.0.1:{port}/?run={name}&step={step}"
     driver = browser(profile=args.profile)
-    first, moves, heat_moves = [], [], []
+    first, every, moves, heat_moves = [], [], [], []
     try:
         load(driver, url)  # warm-up: the server's first page load also fills its caches
         for _ in range(loads):
-            first.append(load(driver, url))
-        wait_for(driver, ALL_DRAWN)  # the panels below the first screen draw after it
+            shown, settled = load(driver, url)
+            first.append(shown)
+            every.append(settled)
         time.sleep(1)
         handle = driver.find_element("css selector", "#step-slider [role=slider]")
         for _ in range(moves_n):
@@ -309,12 +315,15 @@ def main(argv=None) -> int:
         driver.quit()
     out = {"steps": args.steps, "layers": args.layers, "loads": loads, "moves": moves_n,
            "first_viewport_s": statistics.median(first), "first_viewport_all_s": first,
+           "every_panel_s": statistics.median(every), "every_panel_all_s": every,
            "slider_move_s": statistics.median(moves), "slider_move_all_s": moves,
            "slider_move_heatmaps_s": statistics.median(heat_moves),
            "slider_move_heatmaps_all_s": heat_moves,
            "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     print(f"first viewport drawn: median {out['first_viewport_s']:.2f} s "
           f"(all: {', '.join(f'{v:.2f}' for v in first)})")
+    print(f"every panel drawn:    median {out['every_panel_s']:.2f} s "
+          f"(all: {', '.join(f'{v:.2f}' for v in every)})")
     print(f"slider move redrawn:  median {out['slider_move_s']:.2f} s "
           f"(all: {', '.join(f'{v:.2f}' for v in moves)})")
     print(f"  with the heatmaps on screen: median {out['slider_move_heatmaps_s']:.2f} s "
