@@ -268,22 +268,27 @@ def _columns(run, key: str, kind: str, entries: list) -> dict:
 def move_step(patch: Patch, state: dict, catalog, view: View, heads: dict | None) -> bool:
     """Move the cursor lines to ``view.step`` and redraw the bars at that step."""
     changed = False
+    opened: dict = {}
+
+    def open_run(name: str):
+        if name not in opened:
+            opened[name] = catalog.try_open(name)[0]
+        return opened[name]
+
     if state.get("step") != view.step:
         for j in state.get("cursors", []):
-            x = walltime.cursor_x(state.get("wall"), j, view.step, catalog)  # wall-time axis
+            x = walltime.cursor_x(state.get("wall"), j, view.step, open_run)  # wall-time axis
             patch["layout"]["shapes"][j]["x0"] = x
             patch["layout"]["shapes"][j]["x1"] = x
             patch["layout"]["shapes"][j]["visible"] = view.step is not None
             changed = True
-    opened: dict = {}
     for index, tag in state.get("bars", []):
         step = view.step
         if step is None:
             step = ((heads or {}).get(tag["run"]) or {}).get("last")
         if step is None:
             continue
-        run = opened.get(tag["run"]) or opened.setdefault(tag["run"],
-                                                          catalog.try_open(tag["run"])[0])
+        run = open_run(tag["run"])
         found = None if run is None else run.at_step(tag["key"], step)
         if found is None or found[0] == tag.get("step"):
             continue

@@ -123,6 +123,23 @@ def cursors(cell, runs: list, view) -> list:
     return out
 
 
+def line_cursors(grid, cell, runs: list, view, placed: list) -> list:
+    """The replay cursor shapes of a line plot, its x axis titled to match: one at the step on
+    a step axis; on wall time one per run, also added to ``placed`` (for :func:`mark`)."""
+    grid.axis(cell, "x")["title"] = {"text": axis_title(view), "standoff": 2}
+    if not on(view):
+        return [figures.cursor(cell, view.step)]
+    own = cursors(cell, runs, view)
+    placed += own
+    return [shape for shape, _ in own]
+
+
+def placeable(runs: list, view) -> list:
+    """The runs a line plot can draw: all on a step axis, those with a clock on wall time (a
+    run without logged steps has nothing to place its points by)."""
+    return [item for item in runs if not on(view) or getattr(item, "clock", None) is not None]
+
+
 def mark(layout: dict, placed: list, runs: list) -> dict:
     """Record in ``layout.meta["wall"]`` which cursor shapes belong to which run, and each run's
     start, so that a move of the replay step (:func:`cursor_x`) lands each one at its run's wall
@@ -142,13 +159,13 @@ def state_of(fig) -> dict | None:
     return ((fig.get("layout") or {}).get("meta") or {}).get("wall")
 
 
-def cursor_x(wall: dict | None, index: int, step: int | None, catalog):
+def cursor_x(wall: dict | None, index: int, step: int | None, open_run):
     """x of cursor shape ``index`` at ``step``: the step itself on a step axis, else the wall
-    time of ``step`` in the cursor's run (``catalog``: anything with ``try_open``)."""
+    time of ``step`` in the cursor's run (``open_run(name)``: the open run, or None)."""
     run_id = (wall or {}).get("cursors", {}).get(str(index))
     if run_id is None or step is None:
         return step or 0
-    run = catalog.try_open(run_id)[0]
+    run = open_run(run_id)
     if run is None:
         return 0
     steps, walls = run.step_walls([step])
@@ -169,7 +186,7 @@ def live_found(run, tag: dict, found: tuple) -> tuple:
 
 def axis_title(view) -> str:
     """The line plots' x axis title."""
-    return AXIS_TITLE if WALL in view.options else "step"
+    return AXIS_TITLE if on(view) else "step"
 
 
 def on(view) -> bool:

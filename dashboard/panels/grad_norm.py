@@ -58,23 +58,23 @@ def figure(runs: list, view: View) -> dict:
     data, shapes, notes, placed = [], [], [], []
     if total:
         cell = grid.cells[0][0]
-        shapes += _cursors(grid, cell, total, view, placed)
+        shapes += walltime.line_cursors(grid, cell, total, view, placed)
         clipping = any(Keys.GRAD_NORM_TOTAL_BEFORE_CLIP in item.series for item in total)
         notes.append(figures.title(grid, cell, "global gradient norm" + (
             " (dashed: before clipping)" if clipping else "")))
         if LOG_Y in view.options:
             grid.axis(cell, "y")["type"] = "log"
-        for item in _placeable(total, view):
+        for item in walltime.placeable(total, view):
             own = scalar_lines(cell, item, Keys.GRAD_NORM_TOTAL,
                                name=f"{item.label} (after clipping)" if clipping else item.label,
                                colour=item.colour, legend=len(runs) > 1 or clipping)
             data += walltime.convert(own + before_clip_lines(cell, item), item.clock)
     if chosen:
         cell = grid.cells[1 if total else 0][0]
-        shapes += _cursors(grid, cell, chosen, view, placed)
+        shapes += walltime.line_cursors(grid, cell, chosen, view, placed)
         notes.append(figures.title(grid, cell, f"grad norm of {view.layer}, runs overlaid"))
         grid.axis(cell, "y")["type"] = "log"
-        data += chosen_lines(cell, _placeable(chosen, view), view.layer)
+        data += chosen_lines(cell, walltime.placeable(chosen, view), view.layer)
     if per_layer:
         d, s, a = heatmap_rows(grid, per_layer, Keys.GRAD_NORM, len(grid.cells) - 1, view,
                                label="grad norm", log=True,
@@ -87,23 +87,6 @@ def figure(runs: list, view: View) -> dict:
     if walltime.on(view):
         walltime.mark(layout, placed, runs)
     return figures.figure(data, layout)
-
-
-def _cursors(grid, cell, runs: list, view: View, placed: list) -> list:
-    """The replay cursor of a line plot: at the step, or on wall time one per run (added to
-    ``placed``), with the x axis titled accordingly."""
-    grid.axis(cell, "x")["title"] = {"text": walltime.axis_title(view), "standoff": 2}
-    if not walltime.on(view):
-        return [figures.cursor(cell, view.step)]
-    own = walltime.cursors(cell, runs, view)
-    placed += own
-    return [shape for shape, _ in own]
-
-
-def _placeable(runs: list, view: View) -> list:
-    """The runs a line plot can draw: all on a step axis, those with a clock on wall time."""
-    return [item for item in runs if not walltime.on(view) or item.clock is not None]
-
 
 
 def layer_across(runs: list, view: View) -> list:

@@ -96,14 +96,11 @@ def _grid(n: int) -> Grid:
 def _cell(grid: Grid, cell, key: str, runs: list, view: View, first: bool) -> tuple:
     """Traces, shapes and annotations of the plot of ``key``, and its wall-time cursors
     ``[(shape, run)]`` (see :func:`dashboard.walltime.mark`)."""
-    wall = walltime.on(view)
-    placed = walltime.cursors(cell, runs, view) if wall else []
-    data, shapes = [], [p[0] for p in placed] if wall else [figures.cursor(cell, view.step)]
+    placed = []
+    data, shapes = [], walltime.line_cursors(grid, cell, runs, view, placed)
     smooth = EMA in view.options
     bad_note = ""
-    for item in runs:
-        if wall and item.clock is None:
-            continue  # no logged step to place it by
+    for item in walltime.placeable(runs, view):
         own = scalar_lines(cell, item, key, name=item.label, colour=item.colour,
                            smooth=smooth, legend=first and len(runs) > 1)
         marks, span = nonfinite_marks(item, key)
@@ -126,7 +123,6 @@ def _cell(grid: Grid, cell, key: str, runs: list, view: View, first: bool) -> tu
         lo, hi = robust_range(values, log=axis.get("type") == "log")
         if lo is not None:
             axis["range"] = [lo, hi]
-    grid.axis(cell, "x")["title"] = {"text": walltime.axis_title(view), "standoff": 2}
     return data, shapes, notes, placed
 
 
