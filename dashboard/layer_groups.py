@@ -125,12 +125,9 @@ def groups(runs) -> list:
     """
     names, types_of = set(), {}
     for layer_names, meta in runs:
-        types = module_types(meta)
-        for n in layer_names:
-            names.add(str(n))
-            kind = module_type(str(n), types)
-            if kind is not None:
-                types_of.setdefault(kind, set()).add(str(n))
+        names.update(str(n) for n in layer_names)
+        for kind, members in type_groups(layer_names, module_types(meta)).items():
+            types_of.setdefault(kind, set()).update(members)
     ordered = sorted(names)
     out = []
     for prefix in path_groups(ordered):

@@ -43,10 +43,10 @@ def picker() -> html.Div:
 
 def run_layers(run) -> tuple:
     """``(layer names of every layer series, meta)`` of an open run."""
-    names = []
+    names: dict = {}  # ordered, without the quadratic list membership test
     for key in run.keys(schema.LAYER):
-        names.extend(n for n in run.layer_names(key) if n not in names)
-    return names, run.meta
+        names.update(dict.fromkeys(run.layer_names(key)))
+    return list(names), run.meta
 
 
 def choices(catalog, runs: list) -> tuple:
