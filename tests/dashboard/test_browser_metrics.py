@@ -11,10 +11,11 @@ from tests.dashboard import browser, real_runs
 
 pytestmark = pytest.mark.browser
 
+# every card holds a 'loading…' placeholder until its first draw (assets/lazy.js): not a message
 PLACEHOLDERS_JS = """
 return [...document.querySelectorAll('.panel')].filter(p => p.offsetParent !== null)
   .map(p => [p.id, (p.querySelector('.js-plotly-plot') || {}).layout])
-  .filter(([id, l]) => l && l.meta && l.meta.placeholder)
+  .filter(([id, l]) => l && l.meta && l.meta.placeholder && l.meta.placeholder !== 'loading…')
   .map(([id, l]) => [id, l.meta.placeholder]);
 """
 
