@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from instrument.store.schema import DKeys
+
 # module kinds the rules care about
 RELU, BOUNDED, DROPOUT, BATCHNORM, LINEAR, CONV, EMBEDDING, NORM, SHAPE, OTHER = (
     "relu", "bounded", "dropout", "batchnorm", "linear", "conv", "embedding", "norm", "shape",
@@ -84,6 +88,25 @@ class RunFacts:
     @property
     def classifier(self) -> bool:
         return bool(self.criterion) and self.criterion.get("kind") in CLASSIFIERS
+
+    def loss_kind(self, h, n: int = 1, first: bool = False) -> str | None:
+        """The kind of loss the criterion and logits series of history ``h`` belong to.
+
+        With a criterion module, its class decides. Captured losses (no ``loss_fn``) are
+        ``F.cross_entropy`` or ``F.nll_loss`` calls, and the criterion instrument records which
+        (:attr:`DKeys.CRIT_NLL`): NLL when the records read (the run's first with ``first``,
+        else the last ``n``) all say so, cross-entropy when none does, None when they disagree.
+        Runs recorded before that series existed captured cross-entropy only.
+        """
+        crit = self.criterion or {}
+        if not crit.get("captured") or not h.has(DKeys.CRIT_NLL):
+            return crit.get("kind")
+        values = h.first(DKeys.CRIT_NLL)[:1] if first else h.scalar(DKeys.CRIT_NLL, n)[1]
+        if not len(values):
+            return crit.get("kind")
+        if np.all(values == 1):
+            return NLL
+        return CROSS_ENTROPY if np.all(values == 0) else None
 
 
 _TYPE_KINDS = {

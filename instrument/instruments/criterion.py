@@ -2,7 +2,10 @@
 
 Each grad-enabled loss call contributes (the calls of the criterion module given as
 ``watch(..., loss_fn=criterion)``; without one, the cross-entropy and NLL calls that
-:mod:`instrument.losses` captures, wherever the step makes them)
+:mod:`instrument.losses` captures, wherever the step makes them: those of the step's first
+classifier kind, recorded as :attr:`DKeys.CRIT_NLL`, so that a step mixing ``F.cross_entropy``
+with ``F.nll_loss`` never averages the two, and the logits instrument, which picks the same
+calls, and the rules know which loss the values belong to)
 
 * its loss, normalized to a per-target mean whatever the ``reduction`` (so that it compares with
   ln(number of classes) even when the loop logs ``loss / accumulation_steps``);
@@ -23,7 +26,7 @@ import math
 import torch
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.losses import LossCall
+from instrument.losses import NLL, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import INFO, LOSS_NOT_CAPTURED, DKeys
 
@@ -50,14 +53,20 @@ class Criterion(Instrument):
         self._classes = 0
         self._targets = False
         self._kinds: set = set()  # kinds of the loss calls seen (captured runs)
+        self._kind = None  # captured runs: the classifier kind whose calls are recorded
 
     def loss_inputs(self, call: LossCall):
         x, t, output = call.input, call.target, call.output
         if not isinstance(output, torch.Tensor) or not isinstance(x, torch.Tensor):
             return
         self._kinds.add(call.name)
-        if self.captured and not call.classifier:
-            return  # the run's facts declare a classifier: other captured kinds would mix in
+        if self.captured:
+            if not call.classifier:
+                return  # the run's facts declare a classifier: other kinds would mix in
+            if self._kind is None:
+                self._kind = call.kind
+            elif call.kind != self._kind:
+                return  # one kind per step (see the module doc)
         row = self.sums.view
         count = None
         if isinstance(t, torch.Tensor) and t.numel() > 0 and not t.is_complex():
@@ -115,10 +124,10 @@ class Criterion(Instrument):
             at, seen=kinds)
 
     def snapshot(self):
-        return self._classes, self._targets, sorted(self._kinds)
+        return self._classes, self._targets, sorted(self._kinds), self._kind
 
     def decode(self, step: HostStep, info):
-        classes, has_targets, kinds = info
+        classes, has_targets, kinds, kind = info
         s = step.section("crit_sums")
         if s[CALLS] == 0:
             if self.captured and not self._said:
@@ -129,6 +138,8 @@ class Criterion(Instrument):
             return
         out = step.data.scalars
         out[DKeys.CRIT_LOSS] = float(s[LOSS] / s[CALLS])
+        if kind is not None:
+            out[DKeys.CRIT_NLL] = float(kind == NLL)
         if classes:
             out[DKeys.CRIT_CLASSES] = float(classes)
         if has_targets:

@@ -1,9 +1,10 @@
 """What the criterion's input looks like: logits, probabilities or log-probabilities.
 
 For ``CrossEntropyLoss`` and ``NLLLoss`` (class dimension 1, or 0 for one unbatched sample) and
-``BCEWithLogitsLoss`` given as ``watch(loss_fn=...)``, or, without one, for every captured
-``F.cross_entropy`` call (the kind the run's facts then declare, see
-:data:`instrument.losses.CAPTURED_FACTS`), each grad-enabled call records, on the device:
+``BCEWithLogitsLoss`` given as ``watch(loss_fn=...)``, or, without one, for the captured
+``F.cross_entropy`` or ``F.nll_loss`` calls (those of the step's first classifier kind, the
+calls the criterion instrument records too, which says which kind in :attr:`DKeys.CRIT_NLL`),
+each grad-enabled call records, on the device:
 
 * the smallest and largest input value;
 * the largest deviation from 1 of a row's sum over classes (0 for probabilities: a softmax was
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.losses import CROSS_ENTROPY, LossCall
+from instrument.losses import CLASSIFIERS, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import DKeys
 
@@ -47,10 +48,13 @@ class Logits(Instrument):
 
     def begin_step(self, step):
         self._seen = False
+        self._kind = None  # captured runs: the classifier kind whose calls are recorded
 
     def loss_inputs(self, call: LossCall):
-        if self.captured and call.kind != CROSS_ENTROPY:
-            return
+        if self.captured:
+            if call.kind not in CLASSIFIERS or call.kind != (self._kind or call.kind):
+                return
+            self._kind = call.kind
         x = call.input
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
             return

@@ -317,6 +317,8 @@ class DKeys:
     CRIT_TARGETS = declare("criterion/targets", FACT)
     CRIT_TARGET_MIN = declare("criterion/target_min", FACT)
     CRIT_TARGET_MAX = declare("criterion/target_max", FACT)
+    CRIT_NLL = declare("criterion/nll", FACT)  # captured losses: 1 if the step's classifier
+    # calls (those recorded) were F.nll_loss, 0 if F.cross_entropy
 
     # logits instrument (the criterion's first argument, class dimension = 1)
     _LOGITS = declare("logits", FACT, namespace=True, doc="the criterion's logits")

@@ -132,16 +132,16 @@ def test_criterion_and_logits_of_captured_losses(run_dir, case):
         assert got[DKeys.CRIT_TARGETS][step] == valid.sum().item()
         assert got[DKeys.CRIT_TARGET_MIN][step] == y.reshape(-1)[valid].min().item()
         assert got[DKeys.CRIT_TARGET_MAX][step] == y.reshape(-1)[valid].max().item()
-        if case == "nll_keywords":  # the logits instrument reads cross-entropy calls only
-            assert step not in got.get(DKeys.LOGIT_MIN, {})
-        else:
-            zd = z.detach().double()
-            assert got[DKeys.LOGIT_MIN][step] == pytest.approx(zd.min().item(), rel=1e-6)
-            assert got[DKeys.LOGIT_MAX][step] == pytest.approx(zd.max().item(), rel=1e-6)
-            assert got[DKeys.LOGIT_SUM_DEV][step] == pytest.approx(
-                (zd.sum(-1) - 1).abs().max().item(), rel=1e-5)
-            assert got[DKeys.LOGIT_LSE_DEV][step] == pytest.approx(
-                torch.logsumexp(zd, -1).abs().max().item(), rel=1e-5)
+        # the logits instrument reads the loss's input: log-probabilities for F.nll_loss
+        nll = case == "nll_keywords"
+        zd = (torch.log_softmax(z.detach(), -1) if nll else z.detach()).double()
+        assert got[DKeys.CRIT_NLL][step] == (1.0 if nll else 0.0)
+        assert got[DKeys.LOGIT_MIN][step] == pytest.approx(zd.min().item(), rel=1e-5)
+        assert got[DKeys.LOGIT_MAX][step] == pytest.approx(zd.max().item(), rel=1e-5)
+        assert got[DKeys.LOGIT_SUM_DEV][step] == pytest.approx(
+            (zd.sum(-1) - 1).abs().max().item(), rel=1e-5)
+        assert got[DKeys.LOGIT_LSE_DEV][step] == pytest.approx(
+            torch.logsumexp(zd, -1).abs().max().item(), rel=1e-5, abs=1e-6)
         ref_opt.zero_grad()
         (loop(ref, x, y) if loop else ref(x, y)[1]).backward()
         ref_opt.step()
@@ -171,6 +171,68 @@ def test_label_smoothing_and_other_kinds(run_dir):
         ref_opt.zero_grad()
         loop(ref, x, y).backward()
         ref_opt.step()
+
+
+@pytest.mark.parametrize("first", ["cross_entropy", "nll_loss"])
+def test_a_step_mixing_cross_entropy_and_nll_records_its_first_kind_only(run_dir, first):
+    """Both instruments record the calls of the step's first classifier kind (never an average
+    of two different losses) and say which kind in criterion/nll."""
+    data = _tokens(2)
+
+    def losses_of(z, y):
+        z, y = z.reshape(-1, V), y.reshape(-1)
+        calls = {"cross_entropy": lambda: (F.cross_entropy(z * 2, y), z * 2),
+                 "nll_loss": lambda: (F.nll_loss(torch.log_softmax(z, -1), y),
+                                      torch.log_softmax(z, -1))}
+        a = calls[first]()  # called first
+        b = calls["nll_loss" if first == "cross_entropy" else "cross_entropy"]()
+        return a, a[0] + b[0]
+
+    def loop(m, x, y):
+        return losses_of(m(x), y)[1]
+
+    model = InForward()
+    run, _ = _run(run_dir, model, data, loop=loop, schedules={"*": None, "criterion": 1,
+                                                              "logits": 1})
+    got = {k: scalar_frame(run, k) for k in run.keys("scalar")}
+    ref = InForward()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for step, (x, y) in enumerate(data):
+        (want, inp), total = losses_of(ref(x), y)
+        assert got[DKeys.CRIT_NLL][step] == (1.0 if first == "nll_loss" else 0.0)
+        assert got[DKeys.CRIT_LOSS][step] == pytest.approx(want.item(), rel=1e-5)
+        assert got[DKeys.LOGIT_MIN][step] == pytest.approx(inp.min().item(), rel=1e-5)
+        assert got[DKeys.LOGIT_MAX][step] == pytest.approx(inp.max().item(), rel=1e-5)
+        ref_opt.zero_grad()
+        total.backward()
+        ref_opt.step()
+
+
+NLL_INPUTS = {  # what the loss inside forward hands F.nll_loss: (input, finding or None)
+    "log_softmax": (lambda z: torch.log_softmax(z, -1), None),
+    "softmax": (lambda z: torch.softmax(z, -1), "probabilities, not log-probabilities"),
+    "raw_logits": (lambda z: z, "log_softmax is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NLL_INPUTS))
+def test_captured_nll_loss_gets_the_probabilities_check(tmp_path, case):
+    """The classic bug of MNIST-style code, F.nll_loss on softmax outputs (or on raw logits),
+    computed inside forward without a criterion module: probabilities_into_loss names F.nll_loss,
+    and initial_loss does not misread its (non-)log-loss as a trained model."""
+    transform, expected = NLL_INPUTS[case]
+
+    def loss(z, y):
+        return F.nll_loss(transform(z).reshape(-1, V), y.reshape(-1))
+
+    run, _ = _run(str(tmp_path / case), InForward(loss=loss), _tokens(5), strict=False)
+    found = {f.code: f for f in diagnose(run).findings}
+    assert "initial_loss" not in found
+    if expected is None:
+        assert "probabilities_into_loss" not in found, found
+    else:
+        f = found["probabilities_into_loss"]
+        assert "F.nll_loss" in f.message and expected in f.message and f.severity == "warning"
 
 
 @pytest.mark.parametrize("loss", ["mse", "hand_written"])

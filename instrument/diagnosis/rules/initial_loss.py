@@ -36,7 +36,7 @@ def check(h, th, facts, state):
     if not np.isfinite(loss):
         return []
     lse = h.first(DKeys.LOGIT_LSE_DEV)
-    if (facts.criterion or {}).get("kind") == NLL and len(lse) and lse[0] > th.prob_tolerance:
+    if facts.loss_kind(h, first=True) == NLL and len(lse) and lse[0] > th.prob_tolerance:
         # NLLLoss without log-probabilities: its loss is no cross-entropy at all
         # (probabilities_into_loss reports that)
         return []
@@ -64,4 +64,4 @@ RULE = Rule(
                 "the loss gets logits, not something scaled."),
     check=check, needs=("criterion",), needs_classifier=True,
     suppressed_by=("input_scale",),
-    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, DKeys.LOGIT_LSE_DEV))
+    keys=(DKeys.CRIT_LOSS, DKeys.CRIT_CLASSES, DKeys.LOGIT_LSE_DEV, DKeys.CRIT_NLL))

@@ -1,7 +1,8 @@
 """probabilities_into_loss: the criterion's input looks like probabilities (or log-probabilities
 where logits belong, or logits where log-probabilities belong).
 
-Reads the ``logits`` instrument's per-row sums over the class dimension:
+Reads the ``logits`` instrument's per-row sums over the class dimension (for captured losses,
+of the ``F.cross_entropy`` or ``F.nll_loss`` calls, as ``criterion/nll`` says):
 
 * ``CrossEntropyLoss`` applies log_softmax itself. Inputs >= 0 whose rows sum to 1 are
   probabilities: a softmax was applied twice, which squashes the gradients (warning).
@@ -32,8 +33,10 @@ def check(h, th, facts, state):
     n = th.prob_records
     if not h.has(DKeys.LOGIT_MIN) or h.count(DKeys.LOGIT_MIN) < n:
         return []
-    kind = (facts.criterion or {}).get("kind")
+    kind = facts.loss_kind(h, n)
     name = (facts.criterion or {}).get("class", "the criterion")
+    if (facts.criterion or {}).get("captured"):
+        name = {NLL: "F.nll_loss", CROSS_ENTROPY: "F.cross_entropy"}.get(kind, name)
     _, lo = h.scalar(DKeys.LOGIT_MIN, n)
     _, hi = h.scalar(DKeys.LOGIT_MAX, n)
     if kind == BCE_LOGITS:
@@ -76,4 +79,5 @@ RULE = Rule(
                 "softmax/sigmoid; give NLLLoss log_softmax(logits). Apply softmax only for "
                 "predictions, outside the loss."),
     check=check, needs=("logits",),
-    keys=(DKeys.LOGIT_MIN, DKeys.LOGIT_MAX, DKeys.LOGIT_SUM_DEV, DKeys.LOGIT_LSE_DEV))
+    keys=(DKeys.LOGIT_MIN, DKeys.LOGIT_MAX, DKeys.LOGIT_SUM_DEV, DKeys.LOGIT_LSE_DEV,
+          DKeys.CRIT_NLL))
