@@ -7,13 +7,14 @@
 
 What it records, besides everything ``instrument.watch()`` records:
 
-* ``loss`` per optimizer step, as Trainer computes it for its own logging (what it logs as
-  ``loss`` with ``logging_steps=1``): the model's loss of each micro-batch, summed over the
-  micro-batches of the step when Trainer passed ``num_items_in_batch`` (each is then already a
-  share of the step's token mean) and averaged over them otherwise. Trainer itself logs the
-  average over ``logging_steps`` steps (500 by default), and replaces a NaN/Inf loss by the
-  running average (``logging_nan_inf_filter``); avionics keeps every step's value, NaN
-  included, so that the NaN is seen.
+* ``loss`` per optimizer step, exactly as Trainer computes it for its own logging (what it logs
+  as ``loss`` with ``logging_steps=1``): the sum of what ``Trainer.training_step`` returned for
+  the step's micro-batches, the values Trainer adds up for its log. So it is right whatever
+  computes the loss: the model, a ``Trainer`` subclass overriding ``compute_loss`` or
+  ``training_step``, a ``compute_loss_func`` or label smoothing, with gradient accumulation and
+  ``num_items_in_batch``. Trainer itself logs the average over ``logging_steps`` steps (500 by
+  default), and replaces a NaN/Inf loss by the running average (``logging_nan_inf_filter``);
+  avionics keeps every step's value, NaN included, so that the NaN is seen.
 * ``grad_norm/total_before_clip``: the global gradient norm when backward finished, what Trainer
   logs as ``grad_norm`` (its ``clip_grad_norm_`` return), at every step where ``max_grad_norm``
   clipping changed the gradient; ``grad_norm/total`` is the norm the optimizer used, after
@@ -29,15 +30,17 @@ Under torch.distributed (``torchrun``/``accelerate launch``) the callback attach
 rank and the world-process-zero writes the run store (docs/distributed.md); the loss is the mean
 over ranks, as Trainer logs it.
 
-The loss is the model's own returned loss. A ``Trainer`` subclass that overrides
-``compute_loss``, a ``compute_loss_func`` or label smoothing compute a loss the model does not
-return: then no loss is recorded (one info event says so) and ``callback.monitor.log(loss=...)``
-records one.
+How the loss is read. Callbacks are not handed the loss. At ``on_train_begin`` the callback
+finds the ``Trainer`` that called it (among its callers) and wraps that instance's
+``training_step`` for the length of ``train()``: the wrapper only keeps the returned, already
+detached loss tensor (no host sync, nothing the training reads changes) and is removed at
+``on_train_end``. A callback invoked by something that is not a ``Trainer`` records no loss,
+and one info event says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
 
 import torch
 from transformers import TrainerCallback
@@ -51,6 +54,10 @@ BEFORE_CLIP = Keys.GRAD_NORM_TOTAL_BEFORE_CLIP
 """Scalar key of the global gradient norm before clipping (what Trainer logs as ``grad_norm``)."""
 
 EVAL_PREFIX = "eval_"
+
+TRAINER_FRAMES = 8
+"""How many callers above ``on_train_begin`` are searched for the Trainer (its callback handler
+calls the event two frames below the training loop)."""
 
 
 class AvionicsCallback(TrainerCallback):
@@ -68,7 +75,7 @@ class AvionicsCallback(TrainerCallback):
         self.run = run
         self.watch_kwargs = watch_kwargs
         self.monitor = None
-        self._loss: _TrainerLoss | None = None
+        self._loss: _StepLoss | None = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if self.monitor is not None:  # a second trainer.train(): a new run
@@ -80,20 +87,20 @@ class AvionicsCallback(TrainerCallback):
         # torch optimizer inside it
         self.monitor = instrument.watch(model, optimizer, run=self.run,
                                         **self.watch_kwargs)
-        self._loss = _TrainerLoss(model, args)
+        trainer = _calling_trainer()
+        if trainer is None:
+            note(self.monitor, "No loss recorded: this callback was not called by a "
+                 "transformers.Trainer, whose training_step returns the loss.",
+                 suggestion="Log it yourself: callback.monitor.log(loss=loss)")
+        else:
+            self._loss = _StepLoss(trainer)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.monitor is None:
+        if self.monitor is None or self._loss is None:
             return
         loss = self._loss.take()
         if loss is not None:
             self.monitor.log({Keys.LOSS: loss})
-        elif not self._loss.noted:
-            self._loss.noted = True
-            note(self.monitor, "No loss recorded: the model returned none in this step's "
-                 "training forwards (a Trainer that computes the loss itself: compute_loss "
-                 "overridden, compute_loss_func or label smoothing).",
-                 suggestion="Log it yourself: callback.monitor.log(loss=loss)")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.monitor is None or not logs:
@@ -117,59 +124,57 @@ class AvionicsCallback(TrainerCallback):
             self.monitor = None
 
 
-class _TrainerLoss:
-    """The loss of each training forward of the model, combined per optimizer step the way
-    ``Trainer.training_step`` scales it. Device tensors only: no host sync."""
+class _StepLoss:
+    """The loss of each optimizer step: the sum of ``training_step``'s returns over the step's
+    micro-batches (see the module doc). Device tensors only: no host sync."""
 
-    def __init__(self, model: torch.nn.Module, args):
-        # Trainer multiplies a loss normalized by num_items_in_batch by the number of
-        # processes (average_tokens_across_devices); its logged loss is then the mean over ranks
-        world = int(getattr(args, "world_size", 1) or 1)
-        self.token_scale = world if getattr(args, "average_tokens_across_devices", False) else 1
-        self.shares: list = []  # already a share of the step's mean (num_items_in_batch)
-        self.means: list = []   # per-micro-batch means: Trainer divides each by their count
-        self.noted = False
-        self.handle = model.register_forward_hook(self._hook, with_kwargs=True)
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.parts: list = []
+        self._own = vars(trainer).get("training_step", _ABSENT)  # another wrapper, or none
+        original = trainer.training_step
 
-    def _hook(self, module, args, kwargs, output):
-        if not torch.is_grad_enabled() or not module.training:
-            return None
-        loss = _output_loss(output, "labels" in kwargs)
-        if loss is None:
-            return None
-        loss = loss.detach().float().mean()  # mean(): DataParallel returns one per device
-        if kwargs.get("num_items_in_batch") is not None:
-            self.shares.append(loss * self.token_scale)
-        else:
-            self.means.append(loss)
-        return None
+        def training_step(*args, **kwargs):
+            loss = original(*args, **kwargs)
+            if isinstance(loss, torch.Tensor) and loss.numel() >= 1:
+                self.parts.append(loss.detach().float().mean())
+            return loss
+
+        self.wrapper = training_step
+        trainer.training_step = training_step
 
     def take(self):
         """This step's loss (a 0-d tensor on the device), or None; resets for the next step."""
-        parts = []
-        if self.shares:
-            parts.append(torch.stack(self.shares).sum())
-        if self.means:
-            parts.append(torch.stack(self.means).mean())
-        self.shares, self.means = [], []
+        parts, self.parts = self.parts, []
         if not parts:
             return None
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
     def remove(self) -> None:
-        self.handle.remove()
+        if vars(self.trainer).get("training_step") is self.wrapper:
+            if self._own is _ABSENT:
+                del self.trainer.training_step
+            else:
+                self.trainer.training_step = self._own
 
 
-def _output_loss(output, has_labels: bool):
-    """The loss a Hugging Face model returned: ``output.loss`` of a ``ModelOutput`` (a dict),
-    or the first element of a tuple when labels were passed (``return_dict=False``)."""
-    if isinstance(output, Mapping):
-        loss = output.get("loss")
-    elif isinstance(output, (tuple, list)) and has_labels and output:
-        loss = output[0]
-    else:
-        loss = None
-    return loss if isinstance(loss, torch.Tensor) and loss.numel() >= 1 else None
+_ABSENT = object()
+
+
+def _calling_trainer():
+    """The ``transformers.Trainer`` among the callers of the callback event (read once per
+    ``train()``), or None."""
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    for _ in range(TRAINER_FRAMES):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Trainer):
+            return owner
+        frame = frame.f_back
+    return None
 
 
 __all__ = ["AvionicsCallback", "BEFORE_CLIP"]

@@ -145,13 +145,63 @@ def test_eval_metrics_at_the_step_they_follow(tmp_path):
     assert run.meta["steps"] == 2  # evaluation forwards (no_grad) are not steps
 
 
-def test_a_loss_the_model_does_not_return_is_marked_missing(tmp_path):
-    """With label smoothing Trainer computes the loss itself (the model gets no labels): no
-    loss is recorded, and one info event says why instead of a wrong number."""
+class WeightedLossTrainer(Trainer):
+    """The most common Trainer subclass: a class-weighted loss in an overridden compute_loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = torch.linspace(1.0, 3.0, outputs.logits.shape[-1], device=outputs.logits.device)
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _focal(outputs, labels, num_items_in_batch=None):
+    """A compute_loss_func: focal loss (gamma 2), the model never sees the labels."""
+    logp = torch.log_softmax(outputs.logits, -1).gather(1, labels[:, None]).squeeze(1)
+    return (-(1 - logp.exp()) ** 2 * logp).mean()
+
+
+LOSS_COMPUTED_BY_TRAINER = {
+    "compute_loss_override": (WeightedLossTrainer, {}, {}),
+    "compute_loss_func": (Trainer, {}, {"compute_loss_func": _focal}),
+    "label_smoothing": (Trainer, {"label_smoothing_factor": 0.1}, {}),
+}
+
+
+@pytest.mark.parametrize("ga", [1, 2])
+@pytest.mark.parametrize("case", sorted(LOSS_COMPUTED_BY_TRAINER))
+def test_a_loss_trainer_computes_itself_equals_its_log(tmp_path, case, ga):
+    """Whatever computes the loss (an overridden compute_loss, compute_loss_func, label
+    smoothing: the model returns none or another one), the recorded loss is Trainer's own
+    per-step loss, and the wrapped training_step is gone after train()."""
+    trainer_class, arg_kw, trainer_kw = LOSS_COMPUTED_BY_TRAINER[case]
     run_dir = str(tmp_path / "run")
-    args = _args(tmp_path, max_steps=2, logging_steps=1, label_smoothing_factor=0.1)
-    Trainer(model=tiny_bert(), args=args, train_dataset=cls_data(16),
-            callbacks=[AvionicsCallback(run=run_dir, strict=True)]).train()
+    args = _args(tmp_path, max_steps=3, logging_steps=1, gradient_accumulation_steps=ga,
+                 **arg_kw)
+    trainer = trainer_class(model=tiny_bert(), args=args, train_dataset=cls_data(32),
+                            callbacks=[AvionicsCallback(run=run_dir, strict=True)],
+                            **trainer_kw)
+    trainer.train()
+    assert "training_step" not in vars(trainer)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3
+    loss = _series(instrument.load(run_dir), "loss")
+    assert loss == {h["step"] - 1: pytest.approx(h["loss"], abs=1e-4) for h in logs}
+
+
+def test_a_callback_called_outside_a_trainer_says_it_records_no_loss(tmp_path):
+    """on_train_begin from something that is not a Trainer: no loss, one info event."""
+    from transformers import TrainerControl, TrainerState
+
+    model = tiny_bert()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cb = AvionicsCallback(run=str(tmp_path / "run"), strict=True)
+    args = _args(tmp_path)
+    cb.on_train_begin(args, TrainerState(), TrainerControl(), model=model, optimizer=opt)
+    cb.on_step_end(args, TrainerState(), TrainerControl())
+    run_dir = cb.monitor.run_dir
+    cb.on_train_end(args, TrainerState(), TrainerControl())
     run = instrument.load(run_dir)
     assert "loss" not in run.keys()
     notes = run.events(codes=["integration"])
