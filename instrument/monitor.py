@@ -30,7 +30,7 @@ import weakref
 import torch
 from torch import nn
 
-from instrument import compiled, losses
+from instrument import checkpointing, compiled, losses
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard
 from instrument.instruments.base import HostStep, Instrument
@@ -110,6 +110,7 @@ class Monitor:
                          else losses.LossCapture(self._captured))
         self._capturing = False
         self._traced = compiled.TracedModules()  # leaf modules hidden in compiled graphs
+        self._recomputed = checkpointing.Recomputed()  # forwards only a reentrant checkpoint ran
         self._attach()
         self._atexit = _register_atexit(self)
 
@@ -203,7 +204,8 @@ class Monitor:
         return self._pre_forward_body(module, args, kwargs)
 
     def _pre_forward_body(self, module, args, kwargs):
-        if torch.is_grad_enabled() and not self._closed and not self._muted:
+        if torch.is_grad_enabled() and not self._closed and not self._muted and \
+                not checkpointing.in_backward():  # a checkpoint's recomputation: measured once
             self._touch()
             self._model_called = True
             self._run("model_input", args, kwargs)
@@ -246,6 +248,10 @@ class Monitor:
                 compiled.note_traced(traced, index)
                 return None
             if not torch.is_grad_enabled() or self._closed or self._muted:
+                return None
+            if checkpointing.in_backward():  # activation checkpointing: see checkpointing.py
+                if checkpointing.reentrant_recompute():
+                    self._recomputed.indices.add(index)
                 return None
             if self._after_step or not self._open:
                 self._touch()
@@ -377,6 +383,11 @@ class Monitor:
             select = self.reducer.select
         if len(self._traced.indices) > len(self._traced.reported):
             self._report_traced()
+        if len(self._recomputed.indices) > len(self._recomputed.reported):
+            new = self._recomputed.unreported()
+            blind = [i.name for i in self.instruments if "forward" in self._implements[i]]
+            self.writer.submit(checkpointing.unobserved_event(self.ctx, new, blind,
+                                                              self.step_index))
         if not parts:
             return
         copy = self.buffer.to_host()

@@ -207,3 +207,23 @@ def test_a_callback_called_outside_a_trainer_says_it_records_no_loss(tmp_path):
     notes = run.events(codes=["integration"])
     assert len(notes) == 1 and "No loss recorded" in notes["message"][0]
     assert notes["severity"][0] == "info"
+
+
+def test_gradient_checkpointing_records_what_the_plain_run_records(tmp_path):
+    """TrainingArguments(activation_checkpointing=True) recomputes each GPT-2 block inside
+    backward: the activation statistics are still those of the forward pass, once."""
+    runs = {}
+    for ckpt in (False, True):
+        run_dir = str(tmp_path / f"run{ckpt}")
+        _train(tmp_path, "gpt2", 1, steps=2, activation_checkpointing=ckpt,
+               callbacks=[AvionicsCallback(run=run_dir, strict=True,
+                                           schedules={"activations": 1})])
+        run = instrument.load(run_dir)
+        runs[ckpt] = {k: run.layers(keys=[k]).sort_values(["step", "layer"])
+                      for k in run.keys("layer") if k.startswith("act/")}
+    assert runs[False] and set(runs[False]) == set(runs[True])
+    for key, plain in runs[False].items():
+        ckpt = runs[True][key]
+        assert plain["layer"].tolist() == ckpt["layer"].tolist(), key
+        assert plain["value"].to_numpy() == pytest.approx(ckpt["value"].to_numpy(), rel=1e-4,
+                                                          abs=1e-6, nan_ok=True), key
