@@ -52,8 +52,12 @@ _WIDE = (torch.float64, torch.complex128)
 def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
     """Per-tensor vector norms (float32 or wider), one fused launch for dense tensors.
 
-    Sparse tensors are handled one by one through their values.
+    Sparse tensors are handled one by one through their values. Complex tensors (the
+    weights of Fourier layers) are normed as their moduli: the 2-norm over the real view (real
+    and imaginary parts), other orders over ``abs()``.
     """
+    if any(t.is_complex() for t in tensors):
+        tensors = [_modulus_view(t, ord) if t.is_complex() else t for t in tensors]
     if all(t.layout == torch.strided and t.dtype not in _WIDE and t.numel() for t in tensors):
         # the usual case (dense float32/half parameters and gradients): one pass, one launch
         return list(torch._foreach_norm(tensors, ord, dtype=torch.float32)) if tensors else []
@@ -76,7 +80,8 @@ def norms(tensors: Sequence[torch.Tensor], ord: float = 2.0) -> list:
     for i, t in enumerate(tensors):
         if out[i] is None:
             vals = t.coalesce().values() if t.is_sparse else t.values()
-            out[i] = torch.linalg.vector_norm(vals.float(), ord)
+            out[i] = torch.linalg.vector_norm(vals.abs() if vals.is_complex() else vals.float(),
+                                              ord)
     return out
 
 
@@ -93,3 +98,12 @@ def write_at(view: torch.Tensor, cache: IndexCache, indices: Sequence[int],
     else:
         view.index_copy_(0, cache.get(indices), stacked.to(view.dtype))
 
+
+
+def _modulus_view(t: torch.Tensor, ord: float) -> torch.Tensor:
+    """A real tensor with the norms of complex ``t`` (see :func:`norms`)."""
+    if t.layout != torch.strided:
+        return t  # sparse: normed through its values below
+    if ord == 2:
+        return torch.view_as_real(t.resolve_conj())  # no copy: |z|^2 = re^2 + im^2
+    return t.abs()

@@ -82,7 +82,10 @@ class AdaptiveLR(Instrument):
             group = opt.param_groups[ctx.group_of[i]]
             v = state["max_exp_avg_sq"] if group.get("amsgrad") and "max_exp_avg_sq" in state \
                 else state[key]
-            rows.append(self._sample(i, local(v).detach().reshape(-1)))
+            v = local(v).detach()
+            if v.is_complex():  # Adam steps complex parameters as real pairs (view_as_real)
+                v = torch.view_as_real(v)
+            rows.append(self._sample(i, v.reshape(-1)))
             groups.append(group)
             steps.append(state["step"] if corrected else None)
             idx.append(i)
