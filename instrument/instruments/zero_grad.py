@@ -1,23 +1,31 @@
 """Stale-gradient detector for a missing ``optimizer.zero_grad()``, from metadata only.
 
-After each optimizer step the instrument remembers, per parameter, *which* gradient tensor is in
-``.grad`` and its version counter (``Tensor._version``, bumped by every in-place change). When
-the next backward first accumulates into that parameter, two hooks compare:
+A gradient is stale when the optimizer step uses a ``.grad`` that still holds the previous
+step's gradient: backward accumulated into it and nothing cleared it in between. After each
+optimizer step the instrument remembers, per parameter, *which* gradient tensor is in ``.grad``
+and its version counter (``Tensor._version``, bumped by every in-place change): the start of a
+chain. Two hooks follow every accumulation:
 
 * a tensor hook on the parameter, which autograd calls with the incoming gradient *before*
-  accumulating it: is ``.grad`` still the very tensor left by the step, unchanged since?
+  accumulating it: is ``.grad`` still the chain's tensor, unchanged since the step or since the
+  chain's last accumulation?
 * a post-accumulate-grad hook, called only when the gradient is really accumulated into
-  ``.grad``: it confirms the suspicion. (``torch.autograd.grad(loss, params)`` calls the tensor
-  hook but accumulates nothing: without this confirmation, gradient probes between the step and
-  ``zero_grad()`` would be false alarms.)
+  ``.grad``: the chain goes on (its new version is noted), or, if ``.grad`` was cleared, the
+  chain ends: what the parameter accumulates from then on is a fresh gradient.
+  (``torch.autograd.grad(loss, params)`` calls the tensor hook but accumulates nothing.)
 
+At the next optimizer step a parameter whose chain still holds its ``.grad`` (the same tensor:
+clipping or unscaling it in place keeps it stale) steps with a stale gradient. So a loop that
+accumulates into last step's gradients but clears them before its own backward (the DCGAN loop:
+the generator's backward fills the discriminator's gradients after the discriminator's step,
+and ``netD.zero_grad()`` clears them at the top of the next iteration) is not flagged.
 ``zero_grad()`` sets ``.grad`` to None or zeroes it in place (a new version), ``model.zero_grad()``
-and ``p.grad = None`` likewise; so only a gradient that was never cleared since the step counts.
-Gradient accumulation over micro-batches between two steps is untouched: only the first
-accumulation after a step is checked. No gradient values are read (no device work at all).
+and ``p.grad = None`` likewise. Gradient accumulation over micro-batches between two steps is
+untouched. No gradient values are read (no device work at all).
 
-Recorded per parameter as :attr:`DKeys.GRAD_STALE`: 1 (accumulated into the previous step's
-gradient), 0 (into a cleared one) or NaN (no accumulation seen since the last record).
+Recorded per parameter as :attr:`DKeys.GRAD_STALE`: 1 (the step used a gradient accumulated
+into the previous step's), 0 (into a cleared one) or NaN (no accumulation since the last step,
+or no gradient at the previous step).
 """
 
 from __future__ import annotations
@@ -40,9 +48,12 @@ class ZeroGrad(Instrument):
         return ctx.optimizer is not None and bool(ctx.params)
 
     def setup(self, buffer):
-        self._after_step: dict = {}  # param index -> (weakref to .grad, its _version)
-        self._suspect: dict = {}
-        self._flags: dict = {}  # param index -> 0/1 since the last record
+        self._chain: dict = {}  # param index -> (weakref to .grad, its _version): uncleared
+        # since the last step
+        self._into: dict = {}  # param index -> the tensor hook's verdict on the accumulation
+        self._checked: set = set()  # params with a gradient at the last step
+        self._seen: set = set()  # params that accumulated since the last step
+        self._flags: dict = {}  # param index -> 0/1 at the last step, until recorded
 
     def attach(self):
         handles = [self.ctx.optimizer.register_step_post_hook(self._stepped)]
@@ -58,35 +69,45 @@ class ZeroGrad(Instrument):
 
     def _stepped(self, optimizer, args, kwargs):
         # after the step, so that in-place edits before it (clipping, unscaling) are included
-        rec = self._after_step
-        rec.clear()
-        self._suspect.clear()
+        chain = self._chain
+        chain.clear()
+        self._into.clear()
+        self._seen.clear()
         for i in self.held:
             g = self.ctx.params[i].grad
             if g is not None:
-                rec[i] = (weakref.ref(g), g._version)
+                chain[i] = (weakref.ref(g), g._version)
+        self._checked = set(chain)
 
     def _before(self, i, p):
         def hook(grad):
-            rec = self._after_step.get(i)
+            link = self._chain.get(i)
             g = p.grad
-            self._suspect[i] = (rec is not None and g is not None and rec[0]() is g
-                                and g._version == rec[1])
+            self._into[i] = (link is not None and g is not None and link[0]() is g
+                             and g._version == link[1])
             return None  # never change the gradient
 
         return hook
 
     def _accumulated(self, i):
         def hook(p):
-            if i in self._after_step:  # only the first accumulation after a step is checked
-                self._flags[i] = 1 if self._suspect.pop(i, False) else 0
-                del self._after_step[i]
+            if i not in self._checked:
+                return None
+            self._seen.add(i)
+            if self._into.pop(i, False):  # into the chain: it goes on, at its new version
+                self._chain[i] = (weakref.ref(p.grad), p.grad._version)
+            else:  # cleared since: a fresh gradient from here on
+                self._chain.pop(i, None)
             return None
 
         return hook
 
     def pre_step(self):
-        pass  # measuring happens in the hooks; this marks the instrument active for the step
+        """The step uses ``.grad``: stale where it is still the chain's tensor."""
+        params, chain = self.ctx.params, self._chain
+        for i in self._seen:
+            link = chain.get(i)
+            self._flags[i] = 1 if link is not None and link[0]() is params[i].grad else 0
 
     def snapshot(self):
         flags, self._flags = self._flags, {}

@@ -1,9 +1,10 @@
 """missing_zero_grad: gradients accumulate across optimizer steps without being cleared.
 
 Reads the ``zero_grad`` instrument's per-parameter flags (gradient identity and version
-counters, no values): a parameter whose first backward after an optimizer step accumulated into
-the very gradient tensor that step used, unchanged since. Intentional accumulation over
-micro-batches followed by one step and ``zero_grad()`` never sets the flag.
+counters, no values): a parameter whose optimizer step used a gradient accumulated into the
+previous step's, never cleared in between. Intentional accumulation over micro-batches followed
+by one step and ``zero_grad()`` never sets the flag, nor does a backward that fills gradients
+after a step which are cleared before the next one uses them (the discriminator of a GAN).
 """
 
 from __future__ import annotations

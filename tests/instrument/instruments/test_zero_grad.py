@@ -92,6 +92,42 @@ def test_parameters_outside_the_optimizer_are_not_watched(run_dir):
     assert flags[2]["0.weight"] == 0.0 and np.isnan(flags[2]["2.weight"])
 
 
+@pytest.mark.parametrize("forget", [False, True])
+def test_dcgan_loop_flags_only_what_the_step_uses(run_dir, forget):
+    """The DCGAN loop: after the discriminator's step the generator's backward accumulates into
+    the discriminator's leftover gradients, which netD.zero_grad() then clears before the
+    discriminator's own backward. Reference, by value: a step's gradient is stale iff it
+    differs from the gradient of the iteration's discriminator losses alone."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6))
+    disc = nn.Sequential(nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3)
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-3)
+    crit = nn.BCEWithLogitsLoss()
+    mon = instrument.watch(disc, opt_d, run=run_dir, strict=True, schedules=ONLY)
+    g = torch.Generator().manual_seed(1)
+    params, want = list(disc.parameters()), []
+    for step in range(5):
+        real, z = torch.randn(8, 6, generator=g) + 1, torch.randn(8, 4, generator=g)
+        if not forget or step == 0:
+            disc.zero_grad()
+        fake = gen(z)
+        loss_d = crit(disc(real), torch.ones(8, 1)) + crit(disc(fake.detach()), torch.zeros(8, 1))
+        fresh = torch.autograd.grad(loss_d, params, retain_graph=True)
+        loss_d.backward()
+        want.append(float(any(not torch.equal(p.grad, f) for p, f in zip(params, fresh))))
+        opt_d.step()
+        gen.zero_grad()
+        crit(disc(fake), torch.ones(8, 1)).backward()  # fills disc's gradients too
+        opt_g.step()
+    mon.close()
+    flags = layer_frame(instrument.load(mon.run_dir), DKeys.GRAD_STALE)
+    assert want[1:] == [float(forget)] * 4  # the reference itself tells the two loops apart
+    for step in range(1, 5):
+        assert all(flags[step][n] == want[step] for n, _ in disc.named_parameters()), step
+    assert np.isnan(flags[0]["0.weight"])
+
+
 class RecordOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -118,8 +154,9 @@ def test_reads_no_values(run_dir, monkeypatch):
         make = getattr(ZeroGrad, name)
         monkeypatch.setattr(ZeroGrad, name,
                             lambda self, *a, make=make: recorded(make(self, *a)))
-    stepped = ZeroGrad._stepped
+    stepped, pre_step = ZeroGrad._stepped, ZeroGrad.pre_step
     monkeypatch.setattr(ZeroGrad, "_stepped", lambda self, *a: recorded(stepped)(self, *a))
+    monkeypatch.setattr(ZeroGrad, "pre_step", lambda self: recorded(pre_step)(self))
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules=ONLY)
