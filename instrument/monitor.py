@@ -25,19 +25,23 @@ from __future__ import annotations
 import atexit
 import sys
 import time
+import warnings
 import weakref
 
 import torch
 from torch import nn
 
-from instrument import checkpointing, compiled, losses
+from instrument import checkpointing, compiled, losses, transforms
 from instrument.buffer import StatBuffer
-from instrument.guard import Guard
+from instrument.guard import Guard, InstrumentWarning
 from instrument.instruments.base import HostStep, Instrument
 from instrument.instruments.scalars import UserScalars
 from instrument.store import schema
-from instrument.store.records import StepData
+from instrument.store.records import Event, StepData
 from instrument.store.writer import StoreWriter
+
+MONITOR = "monitor"
+"""``layer`` of the event stored when the monitor's own machinery fails (see ``Monitor._fail``)."""
 
 HOOKS = ("begin_step", "model_input", "forward", "loss_inputs", "pre_step", "post_step",
          "end_step")
@@ -103,6 +107,8 @@ class Monitor:
         self._dispatch: dict = {h: [] for h in HOOKS}
         self._handles: list = []
         self._closed = False
+        self._failed = False  # the monitor's own machinery raised (see _fail)
+        self._off = False  # closed or failed: every hook does nothing
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
         # without a criterion module, the standard functional losses are captured on the steps
         # where an instrument takes loss calls (instrument.losses; off on all other steps)
@@ -122,9 +128,15 @@ class Monitor:
         """
         if self._closed:
             raise RuntimeError("log() on a closed monitor")
+        if self._failed:  # the monitor stopped measuring (see _fail)
+            return
         items = {**(data or {}), **scalars}
         if not self._open:  # a log() never starts a new step: after optimizer.step() it
-            self._begin()   # still belongs to the step that just finished
+            try:            # still belongs to the step that just finished
+                self._begin()
+            except Exception as exc:
+                self._fail(exc, "step bookkeeping")
+                return
         for key, value in items.items():
             self._scalars.log(key, value)  # bad input raises here, in the user's frame
         self._touched.add(self._scalars)
@@ -141,13 +153,16 @@ class Monitor:
         """Record the last step, remove every hook, flush the store and mark the run ended."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._off = True
         self._stop_capture()  # also after an exception inside the step
         try:
             # distributed: the last step joins a collective only when every rank is closing
             # normally; a crashing rank must not start one its peers never join
-            if self.reducer is None or self.reducer.commit_at_close(status):
+            if not self._failed and (self.reducer is None
+                                     or self.reducer.commit_at_close(status)):
                 self._commit()
+        except Exception as exc:  # fail open (strict re-raises, after the finally below)
+            self._fail(exc, "last step's record")
         finally:
             for h in self._handles:
                 h.remove()
@@ -204,8 +219,8 @@ class Monitor:
         return self._pre_forward_body(module, args, kwargs)
 
     def _pre_forward_body(self, module, args, kwargs):
-        if torch.is_grad_enabled() and not self._closed and not self._muted and \
-                not checkpointing.in_backward():  # a checkpoint's recomputation: measured once
+        if torch.is_grad_enabled() and not self._off and not self._muted and \
+                not checkpointing.in_backward() and not transforms.in_transform():
             self._touch()
             self._model_called = True
             self._run("model_input", args, kwargs)
@@ -217,15 +232,21 @@ class Monitor:
             return None
         # only a loss of this monitor's model: a criterion module shared with another watched
         # model must neither start nor advance this monitor's steps
-        if (torch.is_grad_enabled() and not self._closed and not self._muted
+        if (torch.is_grad_enabled() and not self._off and not self._muted
                 and self._model_called and not self._after_step
-                and self._dispatch["loss_inputs"]):
-            self._run("loss_inputs", losses.from_module(module, args, kwargs, output))
+                and self._dispatch["loss_inputs"] and not transforms.in_transform()):
+            try:
+                call = losses.from_module(module, args, kwargs, output)
+            except Exception:  # torch accepted the call; never fail the user's loss over it
+                if self.guard.strict:
+                    raise
+                return None
+            self._run("loss_inputs", call)
         return None
 
     def _captured(self, fn, args, kwargs, output) -> None:
         """A functional loss computed while the capture is on (grad enabled)."""
-        if self._closed or not self._open or self._muted:
+        if self._off or not self._open or self._muted or transforms.in_transform():
             return
         try:
             call = losses.from_functional(fn, args, kwargs, output)
@@ -247,11 +268,13 @@ class Monitor:
             if torch.compiler.is_compiling():  # traced into a compiled graph: see compiled.py
                 compiled.note_traced(traced, index)
                 return None
-            if not torch.is_grad_enabled() or self._closed or self._muted:
+            if not torch.is_grad_enabled() or self._off or self._muted:
                 return None
             if checkpointing.in_backward():  # activation checkpointing: see checkpointing.py
                 if checkpointing.reentrant_recompute():
                     self._recomputed.indices.add(index)
+                return None
+            if transforms.in_transform():  # torch.func: see transforms.py
                 return None
             if self._after_step or not self._open:
                 self._touch()
@@ -275,7 +298,7 @@ class Monitor:
         return hook
 
     def _pre_step(self, optimizer, args, kwargs):
-        if self._closed:
+        if self._off:
             return None
         self._touch()
         # torch passes the step's own arguments, the optimizer first: (self, closure, ...)
@@ -306,14 +329,14 @@ class Monitor:
             evaluated = True
             loss = closure()  # its losses are captured (the capture stays on until here)
             self._stop_capture()
-            if not self._closed:
+            if not self._off:
                 self._run("pre_step")
             return loss
 
         return closure_then_measure
 
     def _post_step(self, optimizer, args, kwargs) -> None:
-        if self._closed:
+        if self._off:
             return
         self._touch()
         self._stop_capture()
@@ -323,12 +346,37 @@ class Monitor:
 
     # ---- step state machine ---------------------------------------------------------------
     def _touch(self) -> None:
-        if self._after_step:
-            self._commit()
-            self.step_index += 1
-            self._after_step = False
-        if not self._open:
-            self._begin()
+        try:
+            if self._after_step:
+                self._commit()
+                self.step_index += 1
+                self._after_step = False
+            if not self._open:
+                self._begin()
+        except Exception as exc:  # the monitor's own machinery: fail open (strict re-raises)
+            self._fail(exc, "step bookkeeping")
+
+    def _fail(self, exc: Exception, where: str) -> None:
+        """The monitor's own machinery (not an instrument) raised: stop measuring for the rest
+        of the run with one warning and one stored event, and let training go on. Under
+        ``strict=True`` the error is raised instead, and under torch.distributed too: a rank
+        that stopped joining the per-step collective would leave its peers waiting in it."""
+        if self.guard.strict or self.reducer is not None:
+            raise exc
+        if self._failed:
+            return
+        self._failed = self._off = True
+        try:
+            self._stop_capture()
+        except Exception:  # pragma: no cover - leaving the capture mode cannot fail in practice
+            pass
+        msg = (f"avionics stopped measuring at step {self.step_index}: its {where} failed; "
+               f"training continues and the run keeps what was recorded before. "
+               f"{type(exc).__name__}: {exc}")
+        warnings.warn(msg, InstrumentWarning, stacklevel=3)
+        self.guard.report(Event(schema.INSTRUMENT_ERROR, schema.WARNING, msg,
+                                step=self.step_index, layer=MONITOR,
+                                evidence={"where": where, "error": f"{type(exc).__name__}: {exc}"}))
 
     def _begin(self) -> None:
         step = self.step_index

@@ -72,3 +72,53 @@ def test_training_result_is_unaffected_by_a_failing_instrument(run_dir, broken_g
             train(b, ob, data, monitor=mon)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_a_failure_of_the_monitor_itself_stops_measuring_not_training(run_dir, monkeypatch):
+    """The monitor's own step bookkeeping raises at step 2 (a simulated bug): training goes
+    on bit-identically, one warning and one event say so, the steps before it are kept."""
+    from instrument.buffer import StatBuffer
+
+    reset = StatBuffer.reset
+    calls = []
+
+    def failing_reset(self):
+        calls.append(1)
+        if len(calls) == 3:  # the third step's start
+            raise RuntimeError("simulated monitor bug")
+        return reset(self)
+
+    plain = mlp()
+    popt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    train(plain, popt, batches(5))
+    monkeypatch.setattr(StatBuffer, "reset", failing_reset)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir)
+    with pytest.warns(InstrumentWarning, match="stopped measuring at step 2") as rec:
+        train(model, opt, batches(5), monitor=mon)
+    mon.close()
+    assert len([w for w in rec if issubclass(w.category, InstrumentWarning)]) == 1
+    for p, q in zip(plain.parameters(), model.parameters()):
+        assert torch.equal(p, q)
+    run = instrument.load(mon.run_dir)
+    ev = run.events(codes=["instrument_error"])
+    assert len(ev) == 1 and ev.loc[0, "layer"] == "monitor" and ev.loc[0, "step"] == 2
+    assert "simulated monitor bug" in ev.loc[0, "message"]
+    assert sorted(scalar_frame(run, Keys.LOSS)) == [0, 1]
+    assert run.meta["status"] == "finished"
+
+
+def test_a_failure_of_the_monitor_itself_is_raised_under_strict(run_dir, monkeypatch):
+    from instrument.buffer import StatBuffer
+
+    def failing_reset(self):
+        raise RuntimeError("simulated monitor bug")
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True)
+    monkeypatch.setattr(StatBuffer, "reset", failing_reset)
+    with pytest.raises(RuntimeError, match="simulated monitor bug"):
+        train(model, opt, batches(2), monitor=mon)
+    mon.close()
