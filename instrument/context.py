@@ -69,3 +69,28 @@ class Context:
                     ctx.opt_params.append(index[id(p)])
                     ctx.group_of[index[id(p)]] = gi
         return ctx
+
+    def optimizer_signature(self) -> tuple:
+        """Per parameter group of the optimizer, its size and how many of its parameters
+        require grad: changes with ``add_param_group`` and with (un)freezing. Empty without an
+        optimizer. A Python pass over the parameters (about 0.03 ms for 600)."""
+        if self.optimizer is None:
+            return ()
+        return tuple((len(g["params"]), sum(p.requires_grad for p in g["params"]))
+                     for g in self.optimizer.param_groups)
+
+    def refresh_optimizer(self) -> list:
+        """Re-read which of :attr:`params` the optimizer holds, and in which group (after
+        ``add_param_group``). Returns the optimizer's parameters that are not among
+        :attr:`params` (created after ``watch()``): they have no place in the statistics."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        self.opt_params, self.group_of, unknown = [], {}, []
+        for gi, group in enumerate(self.optimizer.param_groups):
+            for p in group["params"]:
+                i = index.get(id(p))
+                if i is None:
+                    unknown.append(p)
+                    continue
+                self.opt_params.append(i)
+                self.group_of[i] = gi
+        return unknown

@@ -108,6 +108,7 @@ class Monitor:
         self._handles: list = []
         self._closed = False
         self._failed = False  # the monitor's own machinery raised (see _fail)
+        self._opt_signature = ctx.optimizer_signature()  # to notice add_param_group
         self._off = False  # closed or failed: every hook does nothing
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
         # without a criterion module, the standard functional losses are captured on the steps
@@ -301,6 +302,9 @@ class Monitor:
         if self._off:
             return None
         self._touch()
+        if self.ctx.optimizer is not None and \
+                self.ctx.optimizer_signature() != self._opt_signature:
+            self._optimizer_changed()
         # torch passes the step's own arguments, the optimizer first: (self, closure, ...)
         closure = args[1] if len(args) > 1 else kwargs.get("closure")
         if not callable(closure):
@@ -343,6 +347,33 @@ class Monitor:
         self._run("post_step")
         self._after_step = True
         self._model_called = False
+
+    def _optimizer_changed(self) -> None:
+        """``add_param_group`` (or (un)freezing) since the last step: re-read what the
+        optimizer holds, hook newly held parameters, and say so in one info event."""
+        self._opt_signature = self.ctx.optimizer_signature()
+        try:
+            unknown = self.ctx.refresh_optimizer()
+        except Exception as exc:  # fail open (strict re-raises)
+            self._fail(exc, "optimizer re-read")
+            return
+        for inst in self.instruments:
+            if inst.overrides("optimizer_changed"):
+                self._handles.extend(self.guard.call(inst, "optimizer_changed",
+                                                     step=self.step_index) or ())
+        groups = self.ctx.optimizer.param_groups
+        held = sum(len(g["params"]) for g in groups)
+        trained = sum(1 for g in groups for p in g["params"] if p.requires_grad)
+        message = (f"The optimizer's parameter groups changed before step {self.step_index} "
+                   f"(add_param_group, or parameters (un)frozen): {len(groups)} group(s), "
+                   f"{held} parameter(s), {trained} requiring grad. The update, effective-LR, "
+                   "adaptive-LR and zero_grad statistics follow them from this step.")
+        if unknown:
+            message += (f" {len(unknown)} parameter(s) the model did not hold at watch() are "
+                        "not recorded (watch() after building the whole model records them).")
+        self.writer.submit(Event(schema.OPTIMIZER_CHANGED, schema.INFO, message,
+                                 step=self.step_index,
+                                 evidence={"groups": len(groups), "unknown": len(unknown)}))
 
     # ---- step state machine ---------------------------------------------------------------
     def _touch(self) -> None:

@@ -97,6 +97,12 @@ class Instrument:
     def post_step(self) -> None:
         """After ``optimizer.step()``: parameters and optimizer state are updated."""
 
+    def optimizer_changed(self) -> list:
+        """The optimizer's parameter groups changed (``add_param_group``); ``ctx.opt_params``
+        and ``ctx.group_of`` are already re-read. Register hooks for newly held parameters and
+        return their handles (removed at ``close()``)."""
+        return []
+
     def attach(self) -> list:
         """Register hooks of the instrument's own (e.g. per-parameter); return their handles,
         which the monitor removes at ``close()``. Not scheduled: they run every step."""

@@ -56,13 +56,22 @@ class ZeroGrad(Instrument):
         self._flags: dict = {}  # param index -> 0/1 at the last step, until recorded
 
     def attach(self):
-        handles = [self.ctx.optimizer.register_step_post_hook(self._stepped)]
         # parameters outside the optimizer are never cleared by optimizer.zero_grad(); that
         # they are not updated at all is the bigger problem (frozen_parameters reports it)
+        self.held: list = []
+        self._hooked: set = set()
+        return [self.ctx.optimizer.register_step_post_hook(self._stepped),
+                *self.optimizer_changed()]
+
+    def optimizer_changed(self):
+        """Hooks on the parameters the optimizer holds, that require grad and have none yet
+        (added with ``add_param_group``, or unfrozen)."""
         self.held = sorted(set(self.ctx.opt_params))
+        handles = []
         for i in self.held:
             p = self.ctx.params[i]
-            if p.requires_grad:
+            if p.requires_grad and i not in self._hooked:
+                self._hooked.add(i)
                 handles.append(p.register_hook(self._before(i, p)))
                 handles.append(p.register_post_accumulate_grad_hook(self._accumulated(i)))
         return handles

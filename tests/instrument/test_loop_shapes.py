@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import instrument
-from instrument.store.schema import Keys
+from instrument.store.schema import DKeys, Keys
 from tests.helpers import batches, layer_frame, mlp, scalar_frame, watch
 
 pytestmark = pytest.mark.slow  # real training loops per shape: in make test, not in make test-fast
@@ -328,3 +328,71 @@ def test_shared_criterion_does_not_advance_the_other_monitor(tmp_path):
     assert instrument.load(str(tmp_path / "b")).meta["steps"] == 3
     crit_b = scalar_frame(instrument.load(str(tmp_path / "b")), "criterion/loss")
     assert sorted(crit_b) == [0, 1, 2]
+
+
+def _unfreeze_loop(run_dir, how, steps=7, at=3):
+    """Layer 0 frozen, then trained from step ``at``: added with add_param_group, or held by
+    the optimizer from the start and switched to requires_grad=True. Returns the run and the
+    brute-force update norms of layer 0's weight, per step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    params = model.parameters() if how == "requires_grad" else model[2].parameters()
+    opt = torch.optim.Adam(params, lr=1e-2)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules={"*": 1})
+    g = torch.Generator().manual_seed(1)
+    updates = []
+    for step in range(steps):
+        if step == at:
+            for p in model[0].parameters():
+                p.requires_grad_(True)
+            if how == "add_param_group":
+                opt.add_param_group({"params": list(model[0].parameters()), "lr": 1e-3})
+        x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        before = model[0].weight.detach().clone()
+        opt.step()
+        updates.append(torch.linalg.vector_norm(model[0].weight.detach() - before).item())
+        mon.log(loss=torch.zeros(()))
+    mon.close()
+    return instrument.load(mon.run_dir), updates
+
+
+@pytest.mark.parametrize("how", ["add_param_group", "requires_grad"])
+def test_progressive_unfreezing_is_followed_from_that_step(run_dir, how):
+    run, updates = _unfreeze_loop(run_dir, how)
+    upd = layer_frame(run, Keys.UPDATE_NORM)
+    stale = layer_frame(run, DKeys.GRAD_STALE)
+    alr = layer_frame(run, Keys.ADAPTIVE_LR_MEDIAN)
+    for step, want in enumerate(updates):
+        if step < 3:  # frozen: not held (not recorded), or held and not moved (exactly 0)
+            got = upd[step].get("0.weight", math.nan)
+            assert want == 0.0 and (math.isnan(got) if how == "add_param_group" else got == 0)
+            continue
+        assert upd[step]["0.weight"] == pytest.approx(want, rel=1e-5), step
+        assert math.isfinite(alr[step]["0.weight"]), step
+        if step > 3:  # checked from the step after the first one with a gradient
+            assert stale[step]["0.weight"] == 0.0, step
+    ev = run.events(codes=["optimizer_changed"])
+    assert ev["step"].tolist() == [3] and ev["severity"].iloc[0] == "info"
+
+
+def test_parameters_added_after_watch_are_named_not_recorded(run_dir):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True)
+    for step in range(3):
+        if step == 1:
+            model.append(nn.Linear(3, 3))  # a head built after watch()
+            opt.add_param_group({"params": list(model[1].parameters())})
+        opt.zero_grad()
+        model(torch.randn(4, 6)).sum().backward()
+        opt.step()
+    mon.close()
+    ev = instrument.load(mon.run_dir).events(codes=["optimizer_changed"])
+    assert len(ev) == 1 and ev["step"].iloc[0] == 1
+    assert "2 parameter(s) the model did not hold at watch() are not recorded" in \
+        ev["message"].iloc[0]
