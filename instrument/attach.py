@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from instrument import compiled, distributed
+from instrument import compiled, distributed, watched
 from instrument.cockpit.presets import Preset
 from instrument.cockpit.presets import resolve as resolve_preset
 from instrument.context import Context
@@ -120,6 +121,12 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     checked_thresholds = check_thresholds(thresholds)
     cockpit = resolve_preset(preset, resolved, loss_fn,
                              {cls.name for cls in REGISTRY if cls.optional})
+    previous = watched.open_monitor(model)
+    if previous is not None:  # a notebook cell run again: never two monitors on one model
+        warnings.warn(f"avionics: this model is still watched by an open monitor recording "
+                      f"into {previous.run_dir}; closing it before watching the model again.",
+                      stacklevel=2)
+        previous.close()
     ctx = Context.build(model, optimizer, loss_fn)
     cockpit.install(ctx)
     run_dir = _RunDir(run, overwrite)
@@ -181,6 +188,7 @@ def _attach(ctx, run_dir: _RunDir, resolved, cockpit, checked_thresholds, *, nam
     guard = Guard(strict, report=writer.submit)
     monitor = Monitor(ctx, instruments, sched, writer, guard, path,
                       reducer=session.reducer if session else None)
+    watched.register(model, monitor)
     serves = session is None or session.writes_run_store  # one server per job: rank 0's
     if dashboard is not False and dashboard is not None and serves:
         monitor.dashboard = _start_dashboard(path, dashboard, strict)

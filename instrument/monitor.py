@@ -31,7 +31,7 @@ import weakref
 import torch
 from torch import nn
 
-from instrument import checkpointing, compiled, losses, transforms
+from instrument import checkpointing, compiled, losses, transforms, watched
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard, InstrumentWarning
 from instrument.instruments.base import HostStep, Instrument
@@ -155,6 +155,7 @@ class Monitor:
         if self._closed:
             return
         self._closed = self._off = True
+        watched.forget(self.ctx.model, self)
         self._stop_capture()  # also after an exception inside the step
         try:
             # distributed: the last step joins a collective only when every rank is closing
