@@ -11,6 +11,10 @@ each grad-enabled call records, on the device:
   applied before a loss that applies its own);
 * the largest deviation from 0 of a row's logsumexp (0 for log-probabilities).
 
+Captured ``F.binary_cross_entropy_with_logits`` calls (also an ``nn.BCEWithLogitsLoss`` called
+inside ``forward``) record the range of their input apart (:attr:`DKeys.BCE_INPUT_MIN`/``MAX``):
+an input always within [0, 1] is a sigmoid output given to a loss that applies its own.
+
 Scheduled at each of the first 20 steps (a wrong loss input is a day-one bug) and every 10th
 step after: the row reductions read the whole logits tensor, which for large vocabularies costs
 about as much as the loss itself.
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.losses import CLASSIFIERS, LossCall
+from instrument.losses import BCE_LOGITS, CLASSIFIERS, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import DKeys
 
@@ -45,13 +49,18 @@ class Logits(Instrument):
         self.min = buffer.add("logits_min", 1, fill=math.inf, reduce="min")
         self.rows = not isinstance(self.ctx.loss_fn, nn.BCEWithLogitsLoss)
         self.captured = self.ctx.loss_fn is None
+        if self.captured:  # [max, -min] of the captured BCE-with-logits inputs
+            self.bce = buffer.add("logits_bce", 2, fill=-math.inf, reduce="max")
 
     def begin_step(self, step):
         self._seen = False
+        self._bce_seen = False
         self._kind = None  # captured runs: the classifier kind whose calls are recorded
 
     def loss_inputs(self, call: LossCall):
         if self.captured:
+            if call.kind == BCE_LOGITS:
+                return self._bce_range(call.input)
             if call.kind not in CLASSIFIERS or call.kind != (self._kind or call.kind):
                 return
             self._kind = call.kind
@@ -70,10 +79,23 @@ class Logits(Instrument):
         torch.minimum(self.min.view, lo.to(self.min.view), out=self.min.view)
         self._seen = True
 
-    def snapshot(self):
-        return self._seen
+    def _bce_range(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return
+        lo, hi = torch.aminmax(x.detach().float())
+        view = self.bce.view
+        torch.maximum(view, torch.stack([hi, -lo]).to(view), out=view)
+        self._bce_seen = True
 
-    def decode(self, step: HostStep, seen):
+    def snapshot(self):
+        return self._seen, self._bce_seen
+
+    def decode(self, step: HostStep, info):
+        seen, bce_seen = info
+        if bce_seen:
+            hi, neg_lo = step.section("logits_bce")
+            step.data.scalars[DKeys.BCE_INPUT_MIN] = float(-neg_lo)
+            step.data.scalars[DKeys.BCE_INPUT_MAX] = float(hi)
         if not seen:
             return
         mx = step.section("logits_max")

@@ -328,6 +328,8 @@ class DKeys:
     LOGIT_MAX = declare("logits/max", FACT)
     LOGIT_SUM_DEV = declare("logits/rowsum_dev", FACT)
     LOGIT_LSE_DEV = declare("logits/logsumexp_dev", FACT)
+    BCE_INPUT_MIN = declare("logits/bce_min", FACT)  # captured F.binary_cross_entropy_with_logits
+    BCE_INPUT_MAX = declare("logits/bce_max", FACT)  # calls: the range of their input
 
     MODEL_LAYER = "(model)"
     """Layer name of the model itself in :attr:`TRAIN_MODE`."""

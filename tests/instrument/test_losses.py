@@ -235,6 +235,44 @@ def test_captured_nll_loss_gets_the_probabilities_check(tmp_path, case):
         assert "F.nll_loss" in f.message and expected in f.message and f.severity == "warning"
 
 
+BCE_INPUTS = {  # what a multi-label loss inside forward hands the BCE-with-logits loss
+    "logits": (lambda z: z, False),
+    "sigmoid": (torch.sigmoid, True),
+    "sigmoid_module": (torch.sigmoid, True),  # an nn.BCEWithLogitsLoss called inside forward
+}
+
+
+@pytest.mark.parametrize("case", sorted(BCE_INPUTS))
+def test_captured_bce_with_logits_on_sigmoid_outputs_is_found(tmp_path, case):
+    """A sigmoid applied before F.binary_cross_entropy_with_logits (which applies its own):
+    the input's range is recorded (brute force below) and probabilities_into_loss names it."""
+    transform, expected = BCE_INPUTS[case]
+    fn = (nn.BCEWithLogitsLoss() if case == "sigmoid_module"
+          else F.binary_cross_entropy_with_logits)
+
+    def loss(z, y):
+        return fn(transform(z), (y > 2).float().unsqueeze(-1).expand_as(z))
+
+    data = _tokens(5)
+    run, _ = _run(str(tmp_path / case), InForward(loss=loss), data, strict=False)
+    got = {k: scalar_frame(run, k) for k in (DKeys.BCE_INPUT_MIN, DKeys.BCE_INPUT_MAX)}
+    ref = InForward(loss=loss)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for step, (x, y) in enumerate(data):
+        inp = transform(ref(x)).detach()
+        assert got[DKeys.BCE_INPUT_MIN][step] == pytest.approx(inp.min().item(), rel=1e-6)
+        assert got[DKeys.BCE_INPUT_MAX][step] == pytest.approx(inp.max().item(), rel=1e-6)
+        ref_opt.zero_grad()
+        ref(x, y)[1].backward()
+        ref_opt.step()
+    found = {f.code: f for f in diagnose(run).findings}
+    if expected:
+        f = found["probabilities_into_loss"]
+        assert "F.binary_cross_entropy_with_logits" in f.message and "sigmoid" in f.message
+    else:
+        assert "probabilities_into_loss" not in found
+
+
 @pytest.mark.parametrize("loss", ["mse", "hand_written"])
 def test_steps_without_a_classifier_loss_say_so_once(run_dir, loss):
     def loop(m, x, y):

@@ -30,6 +30,23 @@ from instrument.store.schema import DKeys
 
 
 def check(h, th, facts, state):
+    return _captured_bce(h, th, facts) + _classifier(h, th, facts)
+
+
+def _captured_bce(h, th, facts):
+    """Captured ``F.binary_cross_entropy_with_logits`` calls whose input stays in [0, 1]."""
+    n = th.prob_records
+    if not (facts.criterion or {}).get("captured") or h.count(DKeys.BCE_INPUT_MIN) < n:
+        return []
+    _, lo = h.scalar(DKeys.BCE_INPUT_MIN, n)
+    _, hi = h.scalar(DKeys.BCE_INPUT_MAX, n)
+    if np.all((lo >= 0) & (hi <= 1)):
+        return [_found(h, "F.binary_cross_entropy_with_logits", "sigmoid outputs (all values "
+                       "within [0, 1])", lo, hi, {})]
+    return []
+
+
+def _classifier(h, th, facts):
     n = th.prob_records
     if not h.has(DKeys.LOGIT_MIN) or h.count(DKeys.LOGIT_MIN) < n:
         return []
@@ -80,4 +97,4 @@ RULE = Rule(
                 "predictions, outside the loss."),
     check=check, needs=("logits",),
     keys=(DKeys.LOGIT_MIN, DKeys.LOGIT_MAX, DKeys.LOGIT_SUM_DEV, DKeys.LOGIT_LSE_DEV,
-          DKeys.CRIT_NLL))
+          DKeys.CRIT_NLL, DKeys.BCE_INPUT_MIN, DKeys.BCE_INPUT_MAX))
