@@ -82,12 +82,13 @@ class AdaptiveLR(Instrument):
             group = opt.param_groups[ctx.group_of[i]]
             v = state["max_exp_avg_sq"] if group.get("amsgrad") and "max_exp_avg_sq" in state \
                 else state[key]
-            v = local(v).detach()
-            if v.is_complex():  # Adam steps complex parameters as real pairs (view_as_real)
-                v = torch.view_as_real(v)
-            rows.append(self._sample(i, v.reshape(-1)))
+            row = self._sample(i, _flat(v))
+            if group.get("centered") and "grad_avg" in state:
+                # centered RMSprop divides by sqrt(E[g^2] - E[g]^2): the same sampled entries
+                row = row - self._sample(i, _flat(state["grad_avg"])).square()
+            rows.append(row)
             groups.append(group)
-            steps.append(state["step"] if corrected else None)
+            steps.append(state["step"] if corrected or group.get("lr_decay") else None)
             idx.append(i)
         if rows:
             write_at(self.sec.view, self.cache, idx,
@@ -101,10 +102,10 @@ class AdaptiveLR(Instrument):
                                                  padding_value=float("inf"))
         ordered = padded.sort(dim=1).values
         lo, hi, frac = self._plan(device, tuple(r.numel() for r in rows))
-        lr, eps = _per_row([g["lr"] for g in groups], device), _per_row(
+        lr, eps = _per_row([_lr(g, s) for g, s in zip(groups, steps)], device), _per_row(
             [g["eps"] for g in groups], device)
         v_lo, v_hi = ordered.gather(1, lo), ordered.gather(1, hi)
-        if steps[0] is not None:
+        if self.kind[1]:
             # bias correction c = 1 - beta2**step; the 0-d CPU step tensors are stacked on
             # their device and combine with device tensors without a host sync
             beta2 = _per_row([g["betas"][1] for g in groups], device)
@@ -154,6 +155,23 @@ class AdaptiveLR(Instrument):
         for col, key in enumerate((Keys.ADAPTIVE_LR_P10, Keys.ADAPTIVE_LR_MEDIAN,
                                    Keys.ADAPTIVE_LR_P90)):
             step.data.layers[key] = LayerValues(names, q[:, col])
+
+
+def _flat(v: torch.Tensor) -> torch.Tensor:
+    """A state tensor as the flat real entries the optimizer steps (complex parameters are
+    stepped as real pairs, ``view_as_real``)."""
+    v = local(v).detach()
+    return (torch.view_as_real(v) if v.is_complex() else v).reshape(-1)
+
+
+def _lr(group, step):
+    """The learning rate the optimizer applies: Adagrad's ``lr_decay`` divides it by
+    ``1 + (step - 1) * lr_decay``."""
+    decay = group.get("lr_decay")
+    if not decay or step is None:
+        return group["lr"]
+    step = step.item() if step.device.type == "cpu" else step  # a CPU value: no device sync
+    return group["lr"] / (1 + (step - 1) * decay)
 
 
 def _per_row(values, device):

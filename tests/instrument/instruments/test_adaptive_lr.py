@@ -16,6 +16,9 @@ CASES = {
     "adamw_amsgrad": (lambda p: torch.optim.AdamW(p, lr=3e-3, amsgrad=True), True),
     "rmsprop": (lambda p: torch.optim.RMSprop(p, lr=1e-3, eps=1e-6), False),
     "adagrad": (lambda p: torch.optim.Adagrad(p, lr=1e-2), False),
+    # the denominator is sqrt(E[g^2] - E[g]^2); the lr decays with the step
+    "rmsprop_centered": (lambda p: torch.optim.RMSprop(p, lr=1e-3, centered=True), False),
+    "adagrad_lr_decay": (lambda p: torch.optim.Adagrad(p, lr=1e-2, lr_decay=0.5), False),
     # groups with their own lr, eps and beta2 (per-row hyperparameters), one lr a tensor
     "adamw_groups": (lambda p: torch.optim.AdamW(
         [{"params": p[:2], "lr": torch.tensor(2e-3), "eps": 1e-5, "betas": (0.9, 0.99)},
@@ -28,12 +31,17 @@ def reference_quantiles(opt, param, corrected):
     group = next(g for g in opt.param_groups if any(p is param for p in g["params"]))
     if "exp_avg_sq" in state:
         v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    elif "square_avg" in state:
+        v = state["square_avg"]
+        if group["centered"]:
+            v = v - state["grad_avg"] ** 2
     else:
-        v = state["square_avg"] if "square_avg" in state else state["sum"]
+        v = state["sum"]
     v = v.double().numpy().ravel()
     if corrected:
         v = v / (1 - group["betas"][1] ** float(state["step"]))
-    lr_eff = float(group["lr"]) / (np.sqrt(v) + group["eps"])
+    lr = float(group["lr"]) / (1 + (float(state["step"]) - 1) * group.get("lr_decay", 0))
+    lr_eff = lr / (np.sqrt(v) + group["eps"])
     return np.percentile(lr_eff, [10, 50, 90])
 
 
