@@ -125,9 +125,11 @@ class NonFinite(Instrument):
                 schema.NONFINITE, schema.CRITICAL,
                 f"Non-finite (NaN/Inf) output first at module '{origin}' "
                 f"({type(m).__name__}) at step {step.step}, "
-                f"{len(bad_modules)} module(s) affected in this forward pass.",
+                f"{len(bad_modules)} module(s) affected in this forward pass."
+                f"{_between(order, bad_modules[0], names)}",
                 step.step, origin, tensor="activation",
-                modules=[names[i] for i in bad_modules[:20]]))
+                modules=[names[i] for i in bad_modules[:20]],
+                previous=_previous(order, bad_modules[0], names)))
         loss = data.scalars.get(Keys.LOSS)
         loss_bad = loss is not None and not np.isfinite(loss)
         if self._transition("loss", loss_bad):
@@ -177,3 +179,25 @@ class NonFinite(Instrument):
         was = self._bad.get(kind, False)
         self._bad[kind] = bad
         return bad and not was
+
+
+def _previous(order: list, first_bad: int, names: list) -> str | None:
+    """The leaf module that ran just before ``first_bad`` in this forward pass (finite)."""
+    pos = order.index(first_bad)
+    return names[order[pos - 1]] if pos > 0 else None
+
+
+def _between(order: list, first_bad: int, names: list) -> str:
+    """Where the NaN/Inf can have arisen: in the module, or in the code that ran since the
+    previous leaf module (functional operations such as softmax, masking or division are not
+    modules, so their outputs are not checked)."""
+    prev = _previous(order, first_bad, names)
+    name = names[first_bad]
+    parent = name.rsplit(".", 1)[0] if "." in name else None
+    inside = f" (in '{parent}')" if parent else ""
+    if prev is None:
+        return (f" It is the first module of the forward pass: its input (the batch) or its "
+                f"own computation{inside} is the source.")
+    return (f" The module before it, '{prev}', was finite: the NaN/Inf arose in '{name}' or in "
+            f"the code that ran between the two{inside}; functional operations there (softmax, "
+            f"masking, log, division) are not modules and are not checked.")

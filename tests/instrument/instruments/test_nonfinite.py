@@ -155,3 +155,50 @@ def test_healthy_run_has_no_events(run_dir):
         mon.log(loss=loss)
     mon.close()
     assert instrument.load(mon.run_dir).events().empty
+
+
+class MaskedAttention(nn.Module):
+    """Attention whose functional code (masking, softmax) makes the NaN: a fully masked row
+    softmaxes to NaN between the leaf modules ``k`` and ``proj``."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.proj = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.mask_all = False
+
+    def forward(self, x):
+        scores = self.q(x) @ self.k(x).T
+        if self.mask_all:
+            scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool), -float("inf"))
+        return self.proj(scores.softmax(-1) @ x)
+
+
+def test_nan_made_by_functional_code_names_the_span_it_arose_in(run_dir):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), MaskedAttention())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []  # the reference: the test's own hooks, (leaf, output finite?) in call order
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            m.register_forward_hook(lambda mod, a, out, name=name: calls.append(
+                (name, bool(torch.isfinite(out).all()))))
+    mon = watch(model, opt, run_dir, schedules={"*": 1})
+    for i, (x, y) in enumerate(batches(3)):
+        model[1].mask_all = i == 1
+        calls.clear()
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i == 1:
+            first = next(k for k, (_, ok) in enumerate(calls) if not ok)
+            want_origin, want_previous = calls[first][0], calls[first - 1][0]
+    mon.close()
+    ev = instrument.load(mon.run_dir).events(codes=["nonfinite"])
+    act = [(m, e) for m, e in zip(ev["message"], ev["evidence"]) if e["tensor"] == "activation"]
+    assert len(act) == 1
+    message, evidence = act[0]
+    assert (want_origin, want_previous) == ("1.proj", "1.k")
+    assert evidence["previous"] == want_previous
+    assert f"first at module '{want_origin}'" in message
+    assert f"The module before it, '{want_previous}', was finite" in message
+    assert "(in '1')" in message
