@@ -191,3 +191,56 @@ def test_healthy_lightning_mlp_is_quiet(tmp_path):
     assert len(losses) == trainer.global_step and math.isfinite(losses[max(losses)])
     assert losses[max(losses)] < 0.5 * losses[0]  # it learned
     assert_quiet(run_dir)
+
+
+def test_backbone_finetuning_unfreezing_is_followed(lit, tmp_path):
+    """Lightning's BackboneFinetuning freezes ``module.backbone`` and, at the given epoch,
+    unfreezes it with add_param_group: the backbone's update norms are recorded from that
+    step on and equal the change of its weights, measured by the test's own callback."""
+    pl, ours = lit
+
+    class Finetuned(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.backbone = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh())
+            self.head = torch.nn.Linear(16, 3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.head(self.backbone(x)), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(filter(lambda p: p.requires_grad, self.parameters()),
+                                    lr=1e-2)
+
+    class Moves(pl.Callback):  # the reference: the backbone weight's change per step
+        def __init__(self):
+            self.before, self.moves = None, []
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            self.before = module.backbone[0].weight.detach().clone()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.moves.append(torch.linalg.vector_norm(
+                module.backbone[0].weight.detach() - self.before).item())
+
+    run_dir = str(tmp_path / "run")
+    moves = Moves()
+    unfreeze = pl.callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1,
+                                               backbone_initial_ratio_lr=0.1)
+    train, _ = loaders(n=32)
+    _trainer(pl, tmp_path, [ours.AvionicsCallback(run=run_dir, strict=True), unfreeze, moves],
+             max_epochs=2, limit_val_batches=0).fit(Finetuned(), train)
+    run = instrument.load(run_dir)
+    df = run.layers(keys=["update_norm"])
+    got = {int(s): v for s, layer, v in zip(df["step"], df["layer"], df["value"])
+           if layer == "backbone.0.weight"}
+    per_epoch = len(moves.moves) // 2
+    for step, want in enumerate(moves.moves):
+        if step < per_epoch:  # frozen: not held by the optimizer, not recorded
+            assert want == 0.0 and math.isnan(got.get(step, math.nan)), step
+        else:
+            assert got[step] == pytest.approx(want, rel=1e-4), step
+    ev = run.events(codes=["optimizer_changed"])
+    assert ev["step"].tolist() == [per_epoch]
