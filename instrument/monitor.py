@@ -224,6 +224,8 @@ class Monitor:
         if torch.is_grad_enabled() and not self._off and not self._muted and \
                 not checkpointing.in_backward() and not transforms.in_transform():
             self._touch()
+            if self._off:
+                return None
             self._model_called = True
             self._run("model_input", args, kwargs)
         return None
@@ -280,6 +282,8 @@ class Monitor:
                 return None
             if self._after_step or not self._open:
                 self._touch()
+                if self._off:
+                    return None
             if dispatch:
                 # grad mode is on here: switch it off and back without a no_grad() object
                 # (this runs once per leaf module per step)
@@ -306,6 +310,8 @@ class Monitor:
         if self.ctx.optimizer is not None and \
                 self.ctx.optimizer_signature() != self._opt_signature:
             self._optimizer_changed()
+        if self._off:  # the monitor failed just now (see _fail): measure nothing more
+            return None
         # torch passes the step's own arguments, the optimizer first: (self, closure, ...)
         closure = args[1] if len(args) > 1 else kwargs.get("closure")
         if not callable(closure):
@@ -344,6 +350,8 @@ class Monitor:
         if self._off:
             return
         self._touch()
+        if self._off:
+            return
         self._stop_capture()
         self._run("post_step")
         self._after_step = True

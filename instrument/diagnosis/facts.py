@@ -99,7 +99,7 @@ class RunFacts:
         Runs recorded before that series existed captured cross-entropy only.
         """
         crit = self.criterion or {}
-        if not crit.get("captured") or not h.has(DKeys.CRIT_NLL):
+        if not crit.get("captured") or not h.count(DKeys.CRIT_NLL):
             return crit.get("kind")
         values = h.first(DKeys.CRIT_NLL)[:1] if first else h.scalar(DKeys.CRIT_NLL, n)[1]
         if not len(values):

@@ -126,10 +126,10 @@ class NonFinite(Instrument):
                 f"Non-finite (NaN/Inf) output first at module '{origin}' "
                 f"({type(m).__name__}) at step {step.step}, "
                 f"{len(bad_modules)} module(s) affected in this forward pass."
-                f"{_between(order, bad_modules[0], names)}",
+                f"{_between(order, bad_modules[0], names, self.checked)}",
                 step.step, origin, tensor="activation",
                 modules=[names[i] for i in bad_modules[:20]],
-                previous=_previous(order, bad_modules[0], names)))
+                previous=_previous(order, bad_modules[0], names, self.checked)))
         loss = data.scalars.get(Keys.LOSS)
         loss_bad = loss is not None and not np.isfinite(loss)
         if self._transition("loss", loss_bad):
@@ -181,23 +181,26 @@ class NonFinite(Instrument):
         return bad and not was
 
 
-def _previous(order: list, first_bad: int, names: list) -> str | None:
-    """The leaf module that ran just before ``first_bad`` in this forward pass (finite)."""
+def _previous(order: list, first_bad: int, names: list, checked: list) -> str | None:
+    """The last module whose output was checked (and finite) before ``first_bad`` ran in this
+    forward pass. Unchecked ones (:data:`SAFE_TYPES`) are skipped: their sums are not taken."""
     pos = order.index(first_bad)
-    return names[order[pos - 1]] if pos > 0 else None
+    before = [i for i in order[:pos] if checked[i]]
+    return names[before[-1]] if before else None
 
 
-def _between(order: list, first_bad: int, names: list) -> str:
+def _between(order: list, first_bad: int, names: list, checked: list) -> str:
     """Where the NaN/Inf can have arisen: in the module, or in the code that ran since the
-    previous leaf module (functional operations such as softmax, masking or division are not
-    modules, so their outputs are not checked)."""
-    prev = _previous(order, first_bad, names)
+    previous checked module (functional operations such as softmax, masking or division are
+    not modules, so their outputs are not checked)."""
+    prev = _previous(order, first_bad, names, checked)
     name = names[first_bad]
     parent = name.rsplit(".", 1)[0] if "." in name else None
     inside = f" (in '{parent}')" if parent else ""
     if prev is None:
-        return (f" It is the first module of the forward pass: its input (the batch) or its "
-                f"own computation{inside} is the source.")
-    return (f" The module before it, '{prev}', was finite: the NaN/Inf arose in '{name}' or in "
-            f"the code that ran between the two{inside}; functional operations there (softmax, "
-            f"masking, log, division) are not modules and are not checked.")
+        return (f" No module checked before it in this forward pass: its input (the batch) or "
+                f"the computation up to it{inside} is the source.")
+    return (f" The last module checked before it, '{prev}', had a finite output: the NaN/Inf "
+            f"arose in '{name}' or in the code that ran between the two{inside}; functional "
+            f"operations there (softmax, masking, log, division) are not modules and are not "
+            f"checked.")

@@ -21,7 +21,10 @@ the generator's backward fills the discriminator's gradients after the discrimin
 and ``netD.zero_grad()`` clears them at the top of the next iteration) is not flagged.
 ``zero_grad()`` sets ``.grad`` to None or zeroes it in place (a new version), ``model.zero_grad()``
 and ``p.grad = None`` likewise. Gradient accumulation over micro-batches between two steps is
-untouched. No gradient values are read (no device work at all).
+untouched. No gradient values are read (no device work at all). One case metadata cannot tell:
+a gradient filled after the step, then zeroed *in place* (``set_to_none=False``) and not
+accumulated into again before the next step reads as stale (at the step only the tensor's
+identity is compared, since clipping and unscaling edit it in place too).
 
 Recorded per parameter as :attr:`DKeys.GRAD_STALE`: 1 (the step used a gradient accumulated
 into the previous step's), 0 (into a cleared one) or NaN (no accumulation since the last step,
@@ -115,8 +118,9 @@ class ZeroGrad(Instrument):
         """The step uses ``.grad``: stale where it is still the chain's tensor."""
         params, chain = self.ctx.params, self._chain
         for i in self._seen:
-            link = chain.get(i)
-            self._flags[i] = 1 if link is not None and link[0]() is params[i].grad else 0
+            link, g = chain.get(i), params[i].grad
+            # cleared to None since (the weakref then is dead too: None is None)
+            self._flags[i] = 1 if link is not None and g is not None and link[0]() is g else 0
 
     def snapshot(self):
         flags, self._flags = self._flags, {}

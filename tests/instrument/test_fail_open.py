@@ -122,3 +122,32 @@ def test_a_failure_of_the_monitor_itself_is_raised_under_strict(run_dir, monkeyp
     with pytest.raises(RuntimeError, match="simulated monitor bug"):
         train(model, opt, batches(2), monitor=mon)
     mon.close()
+
+
+def test_after_the_monitor_fails_in_a_step_hook_no_instrument_runs(run_dir, monkeypatch):
+    """The step starts in the optimizer's pre-step hook (no measured forward: the loop assigns
+    .grad itself) and the monitor fails right there: no instrument runs afterwards, so none
+    keeps a copy of the parameters (the update instrument's snapshot) for the rest of the run."""
+    from instrument.buffer import StatBuffer
+
+    to_host = StatBuffer.to_host
+    calls = []
+
+    def failing_to_host(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated monitor bug")
+        return to_host(self)
+
+    monkeypatch.setattr(StatBuffer, "to_host", failing_to_host)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mon = instrument.watch(model, opt, run=run_dir)
+    update = next(i for i in mon.instruments if i.name == "update")
+    with pytest.warns(InstrumentWarning, match="stopped measuring"):
+        for _ in range(4):
+            for p in model.parameters():
+                p.grad = torch.ones_like(p)
+            opt.step()
+    assert update._snap is None
+    mon.close()

@@ -3,10 +3,12 @@ parameter whose gradient did, checked against the test's own hooks on an identic
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
 import instrument
+from instrument.instruments.nonfinite import SAFE_TYPES
 from tests.helpers import batches, watch
 
 
@@ -161,25 +163,30 @@ class MaskedAttention(nn.Module):
     """Attention whose functional code (masking, softmax) makes the NaN: a fully masked row
     softmaxes to NaN between the leaf modules ``k`` and ``proj``."""
 
-    def __init__(self):
+    def __init__(self, dropout=False):
         super().__init__()
         self.q, self.k, self.proj = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.drop = nn.Dropout(0.0) if dropout else nn.Identity()  # unchecked (SAFE_TYPES)
         self.mask_all = False
 
     def forward(self, x):
         scores = self.q(x) @ self.k(x).T
         if self.mask_all:
             scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool), -float("inf"))
-        return self.proj(scores.softmax(-1) @ x)
+        return self.proj(self.drop(scores.softmax(-1)) @ x)
 
 
-def test_nan_made_by_functional_code_names_the_span_it_arose_in(run_dir):
+@pytest.mark.parametrize("dropout", [False, True])
+def test_nan_made_by_functional_code_names_the_span_it_arose_in(run_dir, dropout):
+    """The origin and the module before it are among the modules whose outputs are checked
+    (elementwise-safe ones such as Dropout are not): a Dropout between softmax and proj is
+    inside the span, never called "finite"."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), MaskedAttention())
+    model = nn.Sequential(nn.Linear(8, 8), MaskedAttention(dropout))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     calls = []  # the reference: the test's own hooks, (leaf, output finite?) in call order
     for name, m in model.named_modules():
-        if not list(m.children()):
+        if not list(m.children()) and not isinstance(m, SAFE_TYPES):
             m.register_forward_hook(lambda mod, a, out, name=name: calls.append(
                 (name, bool(torch.isfinite(out).all()))))
     mon = watch(model, opt, run_dir, schedules={"*": 1})
@@ -200,5 +207,6 @@ def test_nan_made_by_functional_code_names_the_span_it_arose_in(run_dir):
     assert (want_origin, want_previous) == ("1.proj", "1.k")
     assert evidence["previous"] == want_previous
     assert f"first at module '{want_origin}'" in message
-    assert f"The module before it, '{want_previous}', was finite" in message
+    assert f"The last module checked before it, '{want_previous}', had a finite output" in \
+        message
     assert "(in '1')" in message

@@ -128,6 +128,32 @@ def test_dcgan_loop_flags_only_what_the_step_uses(run_dir, forget):
     assert np.isnan(flags[0]["0.weight"])
 
 
+def test_a_cleared_gradient_the_step_does_not_touch_is_not_stale(run_dir):
+    """A backward after the step fills every gradient; zero_grad() sets them to None; the next
+    loss reaches only the first layer. The second layer's gradient is None at the step: not
+    stale (its chain's tensor is gone, and None is not it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = instrument.watch(model, opt, run=run_dir, strict=True, schedules=ONLY)
+    x = torch.randn(8, 4)
+    used = []  # the reference: was the second layer's gradient at the step the leftover one?
+    leftover = None
+    for step in range(4):
+        opt.zero_grad()
+        (model(x) if step % 2 == 0 else model[0](x)).sum().backward()
+        g = model[1].weight.grad
+        used.append(g is not None and leftover is not None and torch.equal(g, leftover))
+        opt.step()
+        model(x).pow(2).sum().backward()  # after the step: fills every gradient
+        leftover = model[1].weight.grad.clone()
+    mon.close()
+    flags = layer_frame(instrument.load(mon.run_dir), DKeys.GRAD_STALE)
+    assert used == [False] * 4
+    for step in range(1, 4):
+        assert flags[step].get("1.weight", np.nan) != 1.0, step
+
+
 class RecordOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
