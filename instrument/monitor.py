@@ -222,7 +222,10 @@ class Monitor:
 
     def _pre_forward_body(self, module, args, kwargs):
         if torch.is_grad_enabled() and not self._off and not self._muted and \
-                not checkpointing.in_backward() and not transforms.in_transform():
+                not checkpointing.in_backward():
+            if transforms.in_transform():  # not measured (see transforms.py); notes say so
+                self.ctx.services[transforms.SKIPPED] = True
+                return None
             self._touch()
             if self._off:
                 return None
@@ -250,7 +253,10 @@ class Monitor:
 
     def _captured(self, fn, args, kwargs, output) -> None:
         """A functional loss computed while the capture is on (grad enabled)."""
-        if self._off or not self._open or self._muted or transforms.in_transform():
+        if self._off or not self._open or self._muted:
+            return
+        if transforms.in_transform():  # not measured (see transforms.py)
+            self.ctx.services[transforms.SKIPPED] = True
             return
         try:
             call = losses.from_functional(fn, args, kwargs, output)

@@ -18,6 +18,10 @@ import torch
 
 _peek = torch._C._functorch.peek_interpreter_stack
 
+SKIPPED = "transformed_forwards"
+"""``ctx.services`` key set once a forward or captured loss was skipped inside a transform (the
+criterion instrument's ``loss_not_captured`` note then says why it saw no loss)."""
+
 
 def in_transform() -> bool:
     """True while a ``torch.func`` transform runs on this thread (about 0.1 us)."""

@@ -29,6 +29,7 @@ from instrument.instruments.base import HostStep, Instrument
 from instrument.losses import NLL, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import INFO, LOSS_NOT_CAPTURED, DKeys
+from instrument.transforms import SKIPPED
 
 CALLS, LOSS, TARGETS = range(3)
 
@@ -120,7 +121,10 @@ class Criterion(Instrument):
             f"Step {at} took an optimizer step but its loss calls were {seen}: the criterion "
             f"and logits series and the rules that read them (initial_loss, loss_at_chance, "
             f"probabilities_into_loss, single_label_batch) have nothing to read. A loss "
-            f"computed otherwise can be given as watch(..., loss_fn=criterion_module).",
+            f"computed otherwise can be given as watch(..., loss_fn=criterion_module)."
+            + (" Forwards and losses inside torch.func transforms (vmap, grad) are not "
+               "measured or captured."
+               if self.ctx.services.get(SKIPPED) else ""),
             at, seen=kinds)
 
     def snapshot(self):

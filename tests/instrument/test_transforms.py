@@ -58,3 +58,6 @@ def test_per_sample_gradients_with_vmap_train_unchanged_and_are_measured(tmp_pat
         for name, value in want.items():
             assert got[step][name] == pytest.approx(value, rel=1e-5), (step, name)
     assert not len(run.events(codes=["instrument_error"]))
+    # the step's losses were all computed inside the transform: the note says why none was seen
+    note = run.events(codes=["loss_not_captured"])
+    assert len(note) == 1 and "inside torch.func transforms" in note["message"].iloc[0], note
