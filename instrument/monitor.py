@@ -52,10 +52,13 @@ set_grad_enabled = torch._C._set_grad_enabled
 class StepRecord:
     """One committed step in flight to the writer thread (see ``StoreWriter.submit``)."""
 
-    def __init__(self, step, wall_time, copy, parts, sections, guard, select=None):
+    def __init__(self, step, wall_time, copy, parts, sections, guard, select=None,
+                 events=()):
         self.step, self.wall_time, self.copy = step, wall_time, copy
         self.parts, self.sections, self.guard = parts, sections, guard
         self.select = select  # distributed: (flat, parts) -> the parts to decode
+        self.events = list(events)  # the monitor's own events of this step (with its data, so
+        # that the diagnosis engine sees them with the step: see Monitor._optimizer_changed)
 
     def materialize(self):
         """Wait for the host copy, then let each instrument decode its part (writer thread)."""
@@ -68,7 +71,7 @@ class StepRecord:
                     inst.decode(host, info)
                 except Exception as exc:
                     self.guard.fail(inst, "decode", exc, self.step)
-        return [host.data, *host.late], host.events
+        return [host.data, *host.late], self.events + host.events
 
 
 class Monitor:
@@ -109,6 +112,7 @@ class Monitor:
         self._closed = False
         self._failed = False  # the monitor's own machinery raised (see _fail)
         self._opt_signature = ctx.optimizer_signature()  # to notice add_param_group
+        self._step_events: list = []  # the monitor's events stored with this step's record
         self._off = False  # closed or failed: every hook does nothing
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
         # without a criterion module, the standard functional losses are captured on the steps
@@ -386,9 +390,12 @@ class Monitor:
         if unknown:
             message += (f" {len(unknown)} parameter(s) the model did not hold at watch() are "
                         "not recorded (watch() after building the whole model records them).")
-        self.writer.submit(Event(schema.OPTIMIZER_CHANGED, schema.INFO, message,
-                                 step=self.step_index,
-                                 evidence={"groups": len(groups), "unknown": len(unknown)}))
+        frozen = [n for n, p in zip(self.ctx.param_names, self.ctx.params)
+                  if not p.requires_grad]
+        # with the step's record: the diagnosis engine updates the run's facts from it
+        self._step_events.append(Event(
+            schema.OPTIMIZER_CHANGED, schema.INFO, message, step=self.step_index,
+            evidence={"groups": len(groups), "unknown": len(unknown), "frozen": frozen}))
 
     # ---- step state machine ---------------------------------------------------------------
     def _touch(self) -> None:
@@ -477,18 +484,21 @@ class Monitor:
             select = self.reducer.select
         if len(self._traced.indices) > len(self._traced.reported):
             self._report_traced()
+        events, self._step_events = self._step_events, []
         if len(self._recomputed.indices) > len(self._recomputed.reported):
             new = self._recomputed.unreported()
             blind = [i.name for i in self.instruments if "forward" in self._implements[i]]
             self.writer.submit(checkpointing.unobserved_event(self.ctx, new, blind,
                                                               self.step_index))
         if not parts:
+            for e in events:
+                self.writer.submit(e)
             return
         copy = self.buffer.to_host()
         infos = [(i, self.guard.call(i, "snapshot", step=self.step_index)
                   if "snapshot" in self._implements[i] else None) for i in parts]
         self.writer.submit(StepRecord(self.step_index, time.time(), copy, infos,
-                                      dict(self.buffer.sections), self.guard, select))
+                                      dict(self.buffer.sections), self.guard, select, events))
 
     def _report_traced(self) -> None:
         """One info event for module outputs newly found hidden inside a compiled graph (and one

@@ -43,6 +43,9 @@ log = logging.getLogger("avionics.diagnosis")
 SOURCE_CODES = (schema.NONFINITE,)
 """Event codes that instruments store at source; the engine reports them, never re-stores them."""
 
+FACT_CODES = (schema.OPTIMIZER_CHANGED,)
+"""Event codes that change the run's facts (parameters frozen or unfrozen during the run)."""
+
 CONSOLE_LAYERS_PER_CODE = 3
 """Console lines per code (one per layer); further layers are summarized in one line."""
 
@@ -120,6 +123,8 @@ class Engine:
                 self.findings.append(f)
                 new.append(f)
                 self._log(f)
+            elif e.code in FACT_CODES and "frozen" in (e.evidence or {}):
+                self.facts.set_frozen(e.evidence["frozen"])
         poisoned = self._nonfinite_now()
         for rule in list(self.active):
             if poisoned and not rule.after_nonfinite:

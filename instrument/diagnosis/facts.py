@@ -89,6 +89,13 @@ class RunFacts:
     def classifier(self) -> bool:
         return bool(self.criterion) and self.criterion.get("kind") in CLASSIFIERS
 
+    def set_frozen(self, frozen) -> None:
+        """Parameters were frozen or unfrozen during the run (an ``optimizer_changed`` event):
+        ``frozen`` names those that no longer require grad; every other one does."""
+        frozen = set(frozen)
+        for p in self.params:
+            p["trainable"] = p["name"] not in frozen
+
     def loss_kind(self, h, n: int = 1, first: bool = False) -> str | None:
         """The kind of loss the criterion and logits series of history ``h`` belong to.
 

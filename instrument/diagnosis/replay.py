@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from instrument.diagnosis import coverage
-from instrument.diagnosis.engine import SOURCE_CODES, Engine
+from instrument.diagnosis.engine import FACT_CODES, SOURCE_CODES, Engine
 from instrument.diagnosis.facts import RunFacts
 from instrument.diagnosis.rules import CODES
 from instrument.diagnosis.thresholds import Thresholds
@@ -109,11 +109,11 @@ def _events(run: Run, codes) -> list:
 
 
 def _source_events(run: Run, facts: RunFacts) -> dict:
-    """Events instruments stored at source, by step (only those the engine passes through:
-    when the ``nonfinite`` instrument was off, the rule's own stored findings are recomputed)."""
-    if not facts.has("nonfinite"):
-        return {}
+    """Events stored at source, by step, that the engine reads: the instruments' (only when
+    the ``nonfinite`` instrument ran; otherwise the rule's own stored findings are recomputed)
+    and those that change the run's facts."""
+    codes = (SOURCE_CODES if facts.has("nonfinite") else ()) + FACT_CODES
     out: dict = {}
-    for e in _events(run, SOURCE_CODES):
+    for e in _events(run, codes):
         out.setdefault(e.step, []).append(e)
     return out

@@ -396,3 +396,44 @@ def test_parameters_added_after_watch_are_named_not_recorded(run_dir):
     assert len(ev) == 1 and ev["step"].iloc[0] == 1
     assert "2 parameter(s) the model did not hold at watch() are not recorded" in \
         ev["message"].iloc[0]
+
+
+def test_freezing_mid_run_is_not_reported_as_a_missing_gradient(tmp_path):
+    """Layer 0 frozen (requires_grad=False) after 40 steps: no frozen_parameters finding, live
+    or replayed, since the change is recorded; a layer cut from the graph by a detach() from
+    the start (the reference pathology) is still found in the same run."""
+    from instrument.diagnosis.replay import diagnose
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            return self.head(h + 0 * self.b(h).detach())  # b never gets a gradient
+
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mon = instrument.watch(model, opt, run=str(tmp_path / "run"), strict=True,
+                           thresholds={"frozen_window": 20})
+    w = torch.randn(8, 3, generator=torch.Generator().manual_seed(2))
+    for step in range(120):
+        if step == 40:
+            for p in model.a.parameters():
+                p.requires_grad_(False)
+        x = torch.randn(16, 8)
+        loss = nn.functional.cross_entropy(model(x), (x @ w).argmax(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.log(loss=loss)
+    mon.close()
+    run = instrument.load(mon.run_dir)
+    live = run.events(codes=["frozen_parameters"])
+    replayed = [f for f in diagnose(run).findings if f.code == "frozen_parameters"]
+    for layers in (set(live["layer"]), {f.layer for f in replayed}):
+        assert not any(str(name).startswith("a.") for name in layers), layers
+        assert any(str(name).startswith("b.") for name in layers), layers
