@@ -40,6 +40,10 @@ from instrument.store import schema
 from instrument.store.records import Event, StepData
 from instrument.store.writer import StoreWriter
 
+UNSTEPPED_FORWARDS = 64
+"""Training forwards without a step boundary after which a monitor without an optimizer warns
+that ``monitor.step()`` is missing (gradient accumulation rarely spans more micro-batches)."""
+
 MONITOR = "monitor"
 """``layer`` of the event stored when the monitor's own machinery fails (see ``Monitor._fail``)."""
 
@@ -113,6 +117,7 @@ class Monitor:
         self._failed = False  # the monitor's own machinery raised (see _fail)
         self._opt_signature = ctx.optimizer_signature()  # to notice add_param_group
         self._step_events: list = []  # the monitor's events stored with this step's record
+        self._unstepped = 0  # training forwards since the last step boundary (no optimizer)
         self._off = False  # closed or failed: every hook does nothing
         self.dashboard = None  # a DashboardProcess when watch(dashboard=True)
         # without a criterion module, the standard functional losses are captured on the steps
@@ -234,6 +239,10 @@ class Monitor:
             if self._off:
                 return None
             self._model_called = True
+            if self.ctx.optimizer is None:
+                self._unstepped += 1
+                if self._unstepped == UNSTEPPED_FORWARDS:
+                    self._warn_unstepped()
             self._run("model_input", args, kwargs)
         return None
 
@@ -366,6 +375,19 @@ class Monitor:
         self._run("post_step")
         self._after_step = True
         self._model_called = False
+        self._unstepped = 0
+
+    def _warn_unstepped(self) -> None:
+        """Without an optimizer, steps are counted by ``monitor.step()`` only: say so once when
+        many forwards went by without one (they are all being recorded as one step)."""
+        msg = (f"avionics: watch() got no optimizer and monitor.step() has not been called for "
+               f"{UNSTEPPED_FORWARDS} training forwards: they are all recorded as step "
+               f"{self.step_index}. Call monitor.step() after each parameter update (or pass "
+               "the optimizer to watch()).")
+        warnings.warn(msg, UserWarning, stacklevel=7)  # the user's model(x) call
+        self.writer.submit(Event(schema.STEPS_NOT_COUNTED, schema.WARNING, msg,
+                                 step=self.step_index,
+                                 suggestion="Call monitor.step() after each parameter update."))
 
     def _optimizer_changed(self) -> None:
         """``add_param_group`` (or (un)freezing) since the last step: re-read what the

@@ -117,6 +117,8 @@ COCKPIT_NOT_CONVERGED = "cockpit_not_converged"
 """The Hessian max-eigenvalue iteration stopped above its residual tolerance."""
 LOSS_NOT_CAPTURED = "loss_not_captured"
 """Without ``loss_fn``, a step's captured losses held no cross-entropy/NLL call (once a run)."""
+STEPS_NOT_COUNTED = "steps_not_counted"
+"""No optimizer was given and ``monitor.step()`` never came: every forward is one step."""
 OPTIMIZER_CHANGED = "optimizer_changed"
 """The optimizer's parameter groups changed (``add_param_group``): what the statistics follow."""
 

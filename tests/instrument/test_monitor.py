@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import instrument
+from instrument.monitor import UNSTEPPED_FORWARDS
 from instrument.store.schema import Keys
 from tests.helpers import batches, layer_frame, mlp, scalar_frame, train, watch
 
@@ -190,3 +191,36 @@ def test_existing_run_gets_a_new_directory_or_is_overwritten(run_dir):
                           overwrite=True) as m:
         pass
     assert m.run_dir == run_dir
+
+
+def test_no_optimizer_and_no_step_calls_is_said_once(tmp_path):
+    """A hand-written update (no optimizer) without monitor.step(): every forward lands in one
+    step. One warning and one stored event say so; calling monitor.step() counts the steps."""
+    import warnings
+
+    def loop(mon, step_calls):
+        torch.manual_seed(0)
+        model = mlp()
+        mon = instrument.watch(model, run=str(tmp_path / mon), strict=True)
+        for x, y in batches(UNSTEPPED_FORWARDS + 6):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(p.grad, alpha=-0.1)
+            if step_calls:
+                mon.step()
+        mon.close()
+        return instrument.load(mon.run_dir)
+
+    with pytest.warns(UserWarning, match="monitor.step\\(\\) has not been called") as rec:
+        run = loop("unstepped", step_calls=False)
+    assert len([w for w in rec if "monitor.step()" in str(w.message)]) == 1
+    ev = run.events(codes=["steps_not_counted"])
+    assert len(ev) == 1 and ev["severity"].iloc[0] == "warning"
+    with warnings.catch_warnings(record=True) as caught:  # none when the loop counts steps
+        warnings.simplefilter("always")
+        run = loop("stepped", step_calls=True)
+    assert not [w for w in caught if "monitor.step()" in str(w.message)]
+    assert run.meta["steps"] == UNSTEPPED_FORWARDS + 6
+    assert not len(run.events(codes=["steps_not_counted"]))
