@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from instrument import unobserved
+
 RECOMPUTED_UNOBSERVED = "recomputed_unobserved"
 """Event code: leaf modules whose only grad-enabled forward ran inside backward."""
 
@@ -38,34 +40,11 @@ def reentrant_recompute() -> bool:
     return node is not None and type(node).__name__ == _REENTRANT_NODE
 
 
-class Recomputed:
-    """Leaf modules seen recomputed by a reentrant checkpoint (reported once each)."""
-
-    def __init__(self):
-        self.indices: set = set()
-        self.reported: set = set()
-
-    def unreported(self) -> list:
-        """Indices noted since the last call, sorted; marks them reported."""
-        new = sorted(self.indices - self.reported)
-        self.reported.update(new)
-        return new
-
-
 def unobserved_event(ctx, indices: list, instruments: list, step: int):
     """The info event naming the modules whose forward only a reentrant checkpoint ran."""
-    from instrument.store import schema
-    from instrument.store.records import Event
-
-    names = [ctx.module_names[i] for i in indices]
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    return Event(
-        RECOMPUTED_UNOBSERVED, schema.INFO,
-        f"{len(names)} module(s) run inside torch.utils.checkpoint(..., use_reentrant=True) "
-        f"segments ({shown}): their forward runs without grad and again inside backward, so "
-        f"{', '.join(instruments) or 'no instrument'} record nothing for them (activation "
-        "statistics, forward order, the forward part of the NaN/Inf origin). Gradient, weight, "
-        "update and optimizer statistics are unaffected.",
-        step=step, evidence={"modules": names, "instruments": instruments},
+    return unobserved.event(
+        RECOMPUTED_UNOBSERVED, [ctx.module_names[i] for i in indices],
+        "run inside torch.utils.checkpoint(..., use_reentrant=True) segments",
+        ": their forward runs without grad and again inside backward, so", instruments, step,
         suggestion="Checkpoint with use_reentrant=False (torch's recommendation): avionics "
                    "then measures the forward pass as without checkpointing.")

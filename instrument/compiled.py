@@ -31,6 +31,8 @@ import sys
 import torch
 from torch import nn
 
+from instrument import unobserved
+
 COMPILED_UNOBSERVED = "compiled_unobserved"
 """Event code: module outputs inside a compiled graph that forward hooks could not see."""
 
@@ -65,20 +67,13 @@ def strip_prefix(name: str) -> str:
     return ".".join(parts)
 
 
-class TracedModules:
+class TracedModules(unobserved.NotedModules):
     """Leaf modules whose forward dynamo traced into a compiled graph (noted at trace time)."""
 
     def __init__(self):
-        self.indices: set = set()
-        self.reported: set = set()
+        super().__init__()
         self.model_compiled = False  # the watched model's own forward was traced
         self.model_compiled_reported = False
-
-    def unreported(self) -> list:
-        """Indices noted since the last call, sorted; marks them reported."""
-        new = sorted(self.indices - self.reported)
-        self.reported.update(new)
-        return new
 
 
 def note_traced(traced: TracedModules, index: int) -> None:
@@ -103,19 +98,11 @@ def prepare() -> None:
 
 def unobserved_event(ctx, indices: list, instruments: list, step: int):
     """The info event saying which module outputs a compiled graph hid from which instruments."""
-    from instrument.store import schema
-    from instrument.store.records import Event
-
     names = [ctx.module_names[i] if i != LOSS_FN else "loss_fn" for i in indices]
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    return Event(
-        COMPILED_UNOBSERVED, schema.INFO,
-        f"{len(names)} module(s) run inside a torch.compile'd graph ({shown}). A compiled graph "
-        "does not expose the outputs of the modules fused into it, so forward hooks cannot see "
-        f"them: {', '.join(instruments) or 'no instrument'} record nothing for these modules "
-        "(activation statistics, forward order, the forward part of the NaN/Inf origin). "
-        "Gradient, weight, update and optimizer statistics are unaffected.",
-        step=step, evidence={"modules": names, "instruments": instruments})
+    return unobserved.event(
+        COMPILED_UNOBSERVED, names, "run inside a torch.compile'd graph",
+        ". A compiled graph does not expose the outputs of the modules fused into it, so forward "
+        "hooks cannot see them:", instruments, step)
 
 
 def eager(fn):

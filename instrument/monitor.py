@@ -31,7 +31,7 @@ import weakref
 import torch
 from torch import nn
 
-from instrument import checkpointing, compiled, losses, transforms, watched
+from instrument import checkpointing, compiled, losses, transforms, unobserved, watched
 from instrument.buffer import StatBuffer
 from instrument.guard import Guard, InstrumentWarning
 from instrument.instruments.base import HostStep, Instrument
@@ -126,7 +126,7 @@ class Monitor:
                          else losses.LossCapture(self._captured))
         self._capturing = False
         self._traced = compiled.TracedModules()  # leaf modules hidden in compiled graphs
-        self._recomputed = checkpointing.Recomputed()  # forwards only a reentrant checkpoint ran
+        self._recomputed = unobserved.NotedModules()  # forwards only a reentrant checkpoint ran
         self._attach()
         self._atexit = _register_atexit(self)
 
@@ -508,10 +508,9 @@ class Monitor:
             self._report_traced()
         events, self._step_events = self._step_events, []
         if len(self._recomputed.indices) > len(self._recomputed.reported):
-            new = self._recomputed.unreported()
-            blind = [i.name for i in self.instruments if "forward" in self._implements[i]]
-            self.writer.submit(checkpointing.unobserved_event(self.ctx, new, blind,
-                                                              self.step_index))
+            self.writer.submit(checkpointing.unobserved_event(
+                self.ctx, self._recomputed.unreported(), self._blind({"forward"}),
+                self.step_index))
         if not parts:
             for e in events:
                 self.writer.submit(e)
@@ -534,8 +533,13 @@ class Monitor:
         new = traced.unreported()
         if new:
             hooks = {"forward"} | ({"loss_inputs"} if compiled.LOSS_FN in new else set())
-            blind = [i.name for i in self.instruments if hooks & self._implements[i]]
-            self.writer.submit(compiled.unobserved_event(self.ctx, new, blind, self.step_index))
+            self.writer.submit(compiled.unobserved_event(self.ctx, new, self._blind(hooks),
+                                                         self.step_index))
+
+    def _blind(self, hooks: set) -> list:
+        """Names of the instruments that measure through any of ``hooks`` (and so see nothing
+        of modules whose forward the hooks cannot observe)."""
+        return [i.name for i in self.instruments if hooks & self._implements[i]]
 
 
 def _register_atexit(monitor: Monitor):
