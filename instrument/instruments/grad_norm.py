@@ -32,11 +32,11 @@ later loses the before-clip value of that one step (not recorded, never wrong).
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import torch
 
+from instrument.callers import calling_instance
 from instrument.instruments.base import HostStep, Instrument
 from instrument.store.records import LayerValues
 from instrument.store.schema import Keys
@@ -155,20 +155,10 @@ class GradNorm(Instrument):
 def _calling_scaler():
     """The enabled ``torch.amp.GradScaler`` whose ``step()`` called ``optimizer.step()`` (it
     unscaled the gradients first), found among the callers of the optimizer's step hooks."""
-    frame = sys._getframe(2)
-    for _ in range(SCALER_FRAMES):
-        if frame is None:
-            return None
-        code = frame.f_code
-        # reading f_locals builds a dict of the frame's locals: only for frames that can be a
-        # scaler's method (its name, and ``self`` as first argument)
-        if code.co_name in _SCALER_METHODS and code.co_argcount and \
-                code.co_varnames[0] == "self":
-            scaler = frame.f_locals.get("self")
-            if isinstance(scaler, torch.amp.GradScaler):
-                return scaler if scaler.is_enabled() and scaler._scale is not None else None
-        frame = frame.f_back
-    return None
+    # from the caller of pre_step up (frames: calling_instance, this function, pre_step)
+    scaler = calling_instance(torch.amp.GradScaler, 3, SCALER_FRAMES, _SCALER_METHODS)
+    return scaler if scaler is not None and scaler.is_enabled() and \
+        scaler._scale is not None else None
 
 
 _SCALER_METHODS = frozenset(name for name, value in vars(torch.amp.GradScaler).items()

@@ -40,13 +40,12 @@ and one info event says so.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from transformers import TrainerCallback
 
 import instrument
 from instrument.attach import DEFAULT_RUN
+from instrument.callers import calling_instance
 from instrument.integrations.common import metric_name, note
 from instrument.store.schema import Keys
 
@@ -166,15 +165,7 @@ def _calling_trainer():
     ``train()``), or None."""
     from transformers import Trainer
 
-    frame = sys._getframe(1)
-    for _ in range(TRAINER_FRAMES):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, Trainer):
-            return owner
-        frame = frame.f_back
-    return None
+    return calling_instance(Trainer, 2, TRAINER_FRAMES)  # from on_train_begin up
 
 
 __all__ = ["AvionicsCallback", "BEFORE_CLIP"]
