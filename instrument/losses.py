@@ -88,6 +88,15 @@ class LossCall:
     def classifier(self) -> bool:
         return self.kind in CLASSIFIERS
 
+    def step_kind(self, first: str | None) -> str | None:
+        """Captured losses: the classifier kind a step records, given the kind of its first
+        classifier call so far (``first``, None before it). None when this call is not
+        recorded: not a classifier, or another kind than the step's first (a step mixing
+        ``F.cross_entropy`` with ``F.nll_loss`` never averages the two)."""
+        if not self.classifier or (first is not None and self.kind != first):
+            return None
+        return self.kind
+
     def recompute(self, input=None, reduction: str | None = None):
         """The loss again (``input`` replacing the first argument, ``reduction`` overridden);
         never goes through a module's hooks."""

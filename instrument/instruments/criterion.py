@@ -61,13 +61,11 @@ class Criterion(Instrument):
         if not isinstance(output, torch.Tensor) or not isinstance(x, torch.Tensor):
             return
         self._kinds.add(call.name)
-        if self.captured:
-            if not call.classifier:
-                return  # the run's facts declare a classifier: other kinds would mix in
-            if self._kind is None:
-                self._kind = call.kind
-            elif call.kind != self._kind:
-                return  # one kind per step (see the module doc)
+        if self.captured:  # the run's facts declare a classifier: one kind per step
+            kind = call.step_kind(self._kind)
+            if kind is None:
+                return
+            self._kind = kind
         row = self.sums.view
         count = None
         if isinstance(t, torch.Tensor) and t.numel() > 0 and not t.is_complex():

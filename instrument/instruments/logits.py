@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from instrument.instruments.base import HostStep, Instrument
-from instrument.losses import BCE_LOGITS, CLASSIFIERS, LossCall
+from instrument.losses import BCE_LOGITS, LossCall
 from instrument.schedules import dense_then_every
 from instrument.store.schema import DKeys
 
@@ -61,9 +61,10 @@ class Logits(Instrument):
         if self.captured:
             if call.kind == BCE_LOGITS:
                 return self._bce_range(call.input)
-            if call.kind not in CLASSIFIERS or call.kind != (self._kind or call.kind):
+            kind = call.step_kind(self._kind)
+            if kind is None:
                 return
-            self._kind = call.kind
+            self._kind = kind
         x = call.input
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
             return
