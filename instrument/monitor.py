@@ -402,11 +402,11 @@ class Monitor:
             if inst.overrides("optimizer_changed"):
                 self._handles.extend(self.guard.call(inst, "optimizer_changed",
                                                      step=self.step_index) or ())
-        groups = self.ctx.optimizer.param_groups
-        held = sum(len(g["params"]) for g in groups)
-        trained = sum(1 for g in groups for p in g["params"] if p.requires_grad)
+        groups = len(self._opt_signature)
+        held = sum(size for size, _ in self._opt_signature)
+        trained = sum(grad for _, grad in self._opt_signature)
         message = (f"The optimizer's parameter groups changed before step {self.step_index} "
-                   f"(add_param_group, or parameters (un)frozen): {len(groups)} group(s), "
+                   f"(add_param_group, or parameters (un)frozen): {groups} group(s), "
                    f"{held} parameter(s), {trained} requiring grad. The update, effective-LR, "
                    "adaptive-LR and zero_grad statistics follow them from this step.")
         if unknown:
@@ -417,7 +417,7 @@ class Monitor:
         # with the step's record: the diagnosis engine updates the run's facts from it
         self._step_events.append(Event(
             schema.OPTIMIZER_CHANGED, schema.INFO, message, step=self.step_index,
-            evidence={"groups": len(groups), "unknown": len(unknown), "frozen": frozen}))
+            evidence={"groups": groups, "unknown": len(unknown), "frozen": frozen}))
 
     # ---- step state machine ---------------------------------------------------------------
     def _touch(self) -> None:
