@@ -18,15 +18,21 @@ def broken_grad_norm(monkeypatch):
     monkeypatch.setattr(GradNorm, "pre_step", boom)
 
 
-def test_failure_disables_only_that_instrument(run_dir, broken_grad_norm):
+def _train_warned(run_dir, steps, match):
+    """A watched MLP trained ``steps`` steps (not strict) that warns once, matching ``match``;
+    returns the model and its run."""
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mon = instrument.watch(model, opt, run=run_dir)
-    with pytest.warns(InstrumentWarning, match="grad_norm.*disabled") as rec:
-        train(model, opt, batches(4), monitor=mon)
+    with pytest.warns(InstrumentWarning, match=match) as rec:
+        train(model, opt, batches(steps), monitor=mon)
     mon.close()
     assert len([w for w in rec if issubclass(w.category, InstrumentWarning)]) == 1
-    run = instrument.load(mon.run_dir)
+    return model, instrument.load(mon.run_dir)
+
+
+def test_failure_disables_only_that_instrument(run_dir, broken_grad_norm):
+    _, run = _train_warned(run_dir, 4, "grad_norm.*disabled")
     ev = run.events(codes=["instrument_error"])
     assert len(ev) == 1 and ev.loc[0, "layer"] == "grad_norm" and ev.loc[0, "step"] == 0
     assert "simulated instrument bug" in ev.loc[0, "message"]
@@ -92,16 +98,9 @@ def test_a_failure_of_the_monitor_itself_stops_measuring_not_training(run_dir, m
     popt = torch.optim.SGD(plain.parameters(), lr=0.1)
     train(plain, popt, batches(5))
     monkeypatch.setattr(StatBuffer, "reset", failing_reset)
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mon = instrument.watch(model, opt, run=run_dir)
-    with pytest.warns(InstrumentWarning, match="stopped measuring at step 2") as rec:
-        train(model, opt, batches(5), monitor=mon)
-    mon.close()
-    assert len([w for w in rec if issubclass(w.category, InstrumentWarning)]) == 1
+    model, run = _train_warned(run_dir, 5, "stopped measuring at step 2")
     for p, q in zip(plain.parameters(), model.parameters()):
         assert torch.equal(p, q)
-    run = instrument.load(mon.run_dir)
     ev = run.events(codes=["instrument_error"])
     assert len(ev) == 1 and ev.loc[0, "layer"] == "monitor" and ev.loc[0, "step"] == 2
     assert "simulated monitor bug" in ev.loc[0, "message"]
